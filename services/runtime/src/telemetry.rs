@@ -1,0 +1,131 @@
+//! Logs and traces for every Parley process, from one call.
+//!
+//! Logs go to stderr, pretty for people or JSON for collectors
+//! (`PARLEY_LOG_FORMAT`), filtered by `RUST_LOG` (default `info`). Spans are
+//! exported over OTLP/gRPC when the standard `OTEL_EXPORTER_OTLP_ENDPOINT` is
+//! set, under `OTEL_SERVICE_NAME` (default: the binary's name). The W3C
+//! trace-context propagator is installed either way, so `traceparent` headers
+//! flow through a service even when it exports nothing itself.
+
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_sdk::{
+    Resource, propagation::TraceContextPropagator, runtime,
+    trace::{SdkTracerProvider, span_processor_with_async_runtime::BatchSpanProcessor},
+};
+use tracing_subscriber::{EnvFilter, layer::SubscriberExt, util::SubscriberInitExt};
+
+use crate::config::Settings;
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable, coloured when stderr is a terminal.
+    Pretty,
+    /// One JSON object per line.
+    Json,
+}
+
+impl std::str::FromStr for LogFormat {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "pretty" | "text" => Ok(Self::Pretty),
+            "json" => Ok(Self::Json),
+            other => Err(format!("expected pretty or json, got {other:?}")),
+        }
+    }
+}
+
+/// Telemetry settings, read once at start.
+#[derive(Debug, Clone)]
+pub struct TelemetryConfig {
+    /// `service.name` on exported spans.
+    pub service_name: String,
+    /// Log line format.
+    pub log_format: LogFormat,
+    /// `RUST_LOG`-style filter.
+    pub log_filter: String,
+    /// OTLP/gRPC collector address; spans are only exported when set.
+    pub otlp_endpoint: Option<String>,
+}
+
+impl TelemetryConfig {
+    /// Reads `PARLEY_LOG_FORMAT`, `RUST_LOG`, `OTEL_SERVICE_NAME` and
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT`.
+    pub fn from_settings(settings: &mut Settings<'_>, default_service_name: &str) -> Self {
+        Self {
+            service_name: settings
+                .external("OTEL_SERVICE_NAME")
+                .unwrap_or_else(|| default_service_name.to_owned()),
+            log_format: settings.parse("log_format", LogFormat::Pretty),
+            log_filter: settings
+                .external("RUST_LOG")
+                .unwrap_or_else(|| "info".to_owned()),
+            otlp_endpoint: settings.external("OTEL_EXPORTER_OTLP_ENDPOINT"),
+        }
+    }
+}
+
+/// Keeps the exporter alive; flushes pending spans when dropped.
+#[must_use = "dropping the guard stops span export"]
+pub struct TelemetryGuard {
+    provider: Option<SdkTracerProvider>,
+}
+
+impl Drop for TelemetryGuard {
+    fn drop(&mut self) {
+        if let Some(provider) = self.provider.take()
+            && let Err(e) = provider.shutdown()
+        {
+            eprintln!("telemetry: span exporter did not shut down cleanly: {e}");
+        }
+    }
+}
+
+/// Installs the global subscriber and propagator. Call once, from inside the
+/// tokio runtime, before serving.
+pub fn init(config: &TelemetryConfig) -> Result<TelemetryGuard, Box<dyn std::error::Error>> {
+    opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
+    let filter = EnvFilter::try_new(&config.log_filter)
+        .map_err(|e| format!("RUST_LOG = {:?}: {e}", config.log_filter))?;
+
+    // A provider is installed even without an exporter: spans then still get
+    // real trace and span ids, so incoming `traceparent`s are continued and
+    // passed on to the next hop.
+    let mut builder = SdkTracerProvider::builder().with_resource(
+        Resource::builder()
+            .with_service_name(config.service_name.clone())
+            .build(),
+    );
+    if config.otlp_endpoint.is_some() {
+        // The exporter reads OTEL_EXPORTER_OTLP_ENDPOINT (and the other
+        // standard OTEL_EXPORTER_OTLP_* variables) itself.
+        let exporter = opentelemetry_otlp::SpanExporter::builder()
+            .with_tonic()
+            .build()?;
+        builder = builder
+            .with_span_processor(BatchSpanProcessor::builder(exporter, runtime::Tokio).build());
+    }
+    let provider = builder.build();
+    let otel_layer =
+        tracing_opentelemetry::layer().with_tracer(provider.tracer(config.service_name.clone()));
+
+    let registry = tracing_subscriber::registry().with(filter).with(otel_layer);
+    match config.log_format {
+        LogFormat::Pretty => registry
+            .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+            .try_init()?,
+        LogFormat::Json => registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .with_current_span(true)
+                    .with_writer(std::io::stderr),
+            )
+            .try_init()?,
+    }
+    Ok(TelemetryGuard {
+        provider: Some(provider),
+    })
+}
