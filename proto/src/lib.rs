@@ -60,4 +60,5 @@ pub use parley::transcriber::v1 as transcriber;
 pub use parley::whatsapp::v1 as whatsapp;
 
 /// Encoded `FileDescriptorSet` of every Parley proto, for server reflection.
-pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/parley_descriptor.bin"));
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/parley_descriptor.bin"));

@@ -64,7 +64,10 @@ impl ClientConfig {
             });
         }
         if Endpoint::from_shared(config.endpoint.clone()).is_err() {
-            settings.problem(&format!("{name}_endpoint"), format!("{:?} is not a URI", config.endpoint));
+            settings.problem(
+                &format!("{name}_endpoint"),
+                format!("{:?} is not a URI", config.endpoint),
+            );
         }
         config
     }

@@ -16,12 +16,7 @@ use std::{
 use futures::FutureExt as _;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
-use tonic::{
-    body::Body,
-    server::NamedService,
-    service::RoutesBuilder,
-    transport::Server,
-};
+use tonic::{body::Body, server::NamedService, service::RoutesBuilder, transport::Server};
 use tower::{
     BoxError, Layer, Service, ServiceBuilder, limit::ConcurrencyLimitLayer,
     load_shed::LoadShedLayer, timeout::TimeoutLayer,

@@ -9,7 +9,9 @@
 
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::{
-    Resource, propagation::TraceContextPropagator, runtime,
+    Resource,
+    propagation::TraceContextPropagator,
+    runtime,
     trace::{SdkTracerProvider, span_processor_with_async_runtime::BatchSpanProcessor},
 };
 use tracing_subscriber::{EnvFilter, layer::SubscriberExt, util::SubscriberInitExt};

@@ -70,9 +70,13 @@ pub struct ClientTls {
 impl ClientTls {
     /// Loads the files into tonic's client TLS config.
     pub fn load(&self) -> std::io::Result<ClientTlsConfig> {
-        let mut config = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(std::fs::read(&self.ca)?));
+        let mut config =
+            ClientTlsConfig::new().ca_certificate(Certificate::from_pem(std::fs::read(&self.ca)?));
         if let Some((cert, key)) = &self.identity {
-            config = config.identity(Identity::from_pem(std::fs::read(cert)?, std::fs::read(key)?));
+            config = config.identity(Identity::from_pem(
+                std::fs::read(cert)?,
+                std::fs::read(key)?,
+            ));
         }
         if let Some(domain) = &self.domain {
             config = config.domain_name(domain.clone());

@@ -75,7 +75,9 @@ impl std::str::FromStr for AudioFormat {
             "wav" => Ok(Self::Wav),
             "pcm" | "raw" | "s16le" => Ok(Self::Pcm),
             "ogg" | "opus" | "ogg-opus" => Ok(Self::OggOpus),
-            other => Err(format!("unknown format {other:?}: expected wav, pcm or ogg")),
+            other => Err(format!(
+                "unknown format {other:?}: expected wav, pcm or ogg"
+            )),
         }
     }
 }
@@ -202,8 +204,14 @@ mod tests {
 
     #[test]
     fn sniffs_containers() {
-        assert_eq!(AudioFormat::sniff(b"OggS\0\x02").unwrap(), AudioFormat::OggOpus);
-        assert_eq!(AudioFormat::sniff(b"RIFF\x24\0\0\0WAVEfmt ").unwrap(), AudioFormat::Wav);
+        assert_eq!(
+            AudioFormat::sniff(b"OggS\0\x02").unwrap(),
+            AudioFormat::OggOpus
+        );
+        assert_eq!(
+            AudioFormat::sniff(b"RIFF\x24\0\0\0WAVEfmt ").unwrap(),
+            AudioFormat::Wav
+        );
         assert_eq!(AudioFormat::sniff(b"").unwrap_err(), TranscodeError::Empty);
         let err = AudioFormat::sniff(b"ID3\x04garbage").unwrap_err();
         assert!(err.to_string().contains("49 44 33"), "{err}");
@@ -212,9 +220,18 @@ mod tests {
     #[test]
     fn formats_from_extensions() {
         use std::path::Path;
-        assert_eq!(AudioFormat::from_extension(Path::new("a.WAV")), Some(AudioFormat::Wav));
-        assert_eq!(AudioFormat::from_extension(Path::new("a.opus")), Some(AudioFormat::OggOpus));
-        assert_eq!(AudioFormat::from_extension(Path::new("a.pcm")), Some(AudioFormat::Pcm));
+        assert_eq!(
+            AudioFormat::from_extension(Path::new("a.WAV")),
+            Some(AudioFormat::Wav)
+        );
+        assert_eq!(
+            AudioFormat::from_extension(Path::new("a.opus")),
+            Some(AudioFormat::OggOpus)
+        );
+        assert_eq!(
+            AudioFormat::from_extension(Path::new("a.pcm")),
+            Some(AudioFormat::Pcm)
+        );
         assert_eq!(AudioFormat::from_extension(Path::new("a.mp3")), None);
     }
 

@@ -5,11 +5,11 @@ use std::io::Read;
 
 use crate::{
     audio::{AudioFormat, AudioInfo, OPUS_GRANULE_RATE},
-    pool::{MonoDecoder, Pooled},
     error::{Result, TranscodeError},
     ogg_reader::OggPacketReader,
     opus_header::{OpusHead, is_opus_tags},
     pcm::PcmSource,
+    pool::{MonoDecoder, Pooled},
 };
 
 /// Longest Opus packet: 120 ms at 48 kHz.
@@ -185,16 +185,20 @@ pub fn probe_ogg_opus(input: impl Read) -> Result<AudioInfo> {
         .next_packet()?
         .ok_or_else(|| TranscodeError::Truncated("stream ends after its OpusHead".into()))?;
     if !is_opus_tags(&tags.data) {
-        return Err(TranscodeError::InvalidHeader("the second packet must be OpusTags".into()));
+        return Err(TranscodeError::InvalidHeader(
+            "the second packet must be OpusTags".into(),
+        ));
     }
     let mut index = 0u64;
     let mut decoded = 0u64;
     while let Some(packet) = reader.next_packet()? {
         if !packet.data.is_empty() {
-            let samples = opus::packet::get_nb_samples(&packet.data, OPUS_GRANULE_RATE)
-                .map_err(|e| TranscodeError::CorruptPacket {
-                    packet: index,
-                    reason: e.to_string(),
+            let samples =
+                opus::packet::get_nb_samples(&packet.data, OPUS_GRANULE_RATE).map_err(|e| {
+                    TranscodeError::CorruptPacket {
+                        packet: index,
+                        reason: e.to_string(),
+                    }
                 })?;
             decoded += samples as u64;
         }

@@ -5,8 +5,9 @@ use std::{path::Path, time::Instant};
 
 use anyhow::Context as _;
 use parley_proto::transcoder::{
-    AudioFormat as PbFormat, ConvertRequest, ConvertStart, ConvertStreamRequest, InputSpec, OutputSpec,
-    ProbeRequest, convert_stream_request, convert_stream_response, transcoder_client::TranscoderClient,
+    AudioFormat as PbFormat, ConvertRequest, ConvertStart, ConvertStreamRequest, InputSpec,
+    OutputSpec, ProbeRequest, convert_stream_request, convert_stream_response,
+    transcoder_client::TranscoderClient,
 };
 use parley_runtime::{
     client::{ClientConfig, connect_lazy},
@@ -25,10 +26,16 @@ mod tonic_health_client {
 
     /// Polls `grpc.health.v1.Health/Check` until the server reports SERVING.
     pub async fn check_serving(channel: Channel) -> anyhow::Result<()> {
-        use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
+        use tonic_health::pb::{
+            HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+        };
         let mut client = HealthClient::new(channel);
         for _ in 0..50 {
-            if let Ok(response) = client.check(HealthCheckRequest { service: String::new() }).await
+            if let Ok(response) = client
+                .check(HealthCheckRequest {
+                    service: String::new(),
+                })
+                .await
                 && response.into_inner().status() == ServingStatus::Serving
             {
                 return Ok(());
@@ -47,7 +54,8 @@ pub async fn run(seconds: f64, out_dir: &Path) -> anyhow::Result<()> {
         otlp_endpoint: std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT").ok(),
     })
     .map_err(|e| anyhow::anyhow!("{e}"))?;
-    std::fs::create_dir_all(out_dir).with_context(|| format!("cannot create {}", out_dir.display()))?;
+    std::fs::create_dir_all(out_dir)
+        .with_context(|| format!("cannot create {}", out_dir.display()))?;
 
     // 1. The service, on an ephemeral loopback port.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -71,11 +79,17 @@ pub async fn run(seconds: f64, out_dir: &Path) -> anyhow::Result<()> {
     let note = synth::voice_note(seconds, 16_000)?;
     let note_path = out_dir.join("voice-note.ogg");
     std::fs::write(&note_path, &note)?;
-    println!("generated {} ({} bytes, {seconds} s)", note_path.display(), note.len());
+    println!(
+        "generated {} ({} bytes, {seconds} s)",
+        note_path.display(),
+        note.len()
+    );
 
     // 3. Probe.
     let info = client
-        .probe(ProbeRequest { audio: note.clone().into() })
+        .probe(ProbeRequest {
+            audio: note.clone().into(),
+        })
         .await?
         .into_inner()
         .info
@@ -126,10 +140,15 @@ pub async fn run(seconds: f64, out_dir: &Path) -> anyhow::Result<()> {
         })),
     })
     .chain(note.chunks(16 * 1024).map(|chunk| ConvertStreamRequest {
-        message: Some(convert_stream_request::Message::Chunk(chunk.to_vec().into())),
+        message: Some(convert_stream_request::Message::Chunk(
+            chunk.to_vec().into(),
+        )),
     }))
     .collect();
-    let mut responses = client.convert_stream(tokio_stream::iter(chunks)).await?.into_inner();
+    let mut responses = client
+        .convert_stream(tokio_stream::iter(chunks))
+        .await?
+        .into_inner();
     let (mut pcm_bytes, mut pieces, mut first_chunk_ms) = (0usize, 0usize, None);
     let mut summary = None;
     while let Some(message) = responses.message().await? {

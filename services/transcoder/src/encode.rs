@@ -62,7 +62,8 @@ impl<W: Write> OpusSink<W> {
     /// its header, and writes the two header pages.
     pub fn new(output: W, rate: u32, input_rate: u32, bitrate: u32) -> Result<Self> {
         let internal = |e: opus::Error| TranscodeError::Internal(format!("opus encoder: {e}"));
-        let mut encoder = Encoder::new(rate, Channels::Mono, Application::Voip).map_err(internal)?;
+        let mut encoder =
+            Encoder::new(rate, Channels::Mono, Application::Voip).map_err(internal)?;
         encoder
             .set_bitrate(Bitrate::Bits(bitrate as i32))
             .map_err(internal)?;
@@ -71,7 +72,8 @@ impl<W: Write> OpusSink<W> {
         let pre_skip = lookahead * ratio;
         let head = OpusHead {
             channels: 1,
-            pre_skip: u16::try_from(pre_skip).map_err(|_| TranscodeError::Internal("pre-skip overflow".into()))?,
+            pre_skip: u16::try_from(pre_skip)
+                .map_err(|_| TranscodeError::Internal("pre-skip overflow".into()))?,
             input_sample_rate: input_rate,
             output_gain: 0,
             mapping_family: 0,
@@ -121,10 +123,14 @@ impl<W: Write> OpusSink<W> {
         // fewer, which is how the padding of the final frame is trimmed.
         let (end, granule) = match end {
             PacketWriteEndInfo::EndStream => (end, self.pre_skip + self.input_samples * self.ratio),
-            _ if self.packets % PACKETS_PER_PAGE == 0 => {
-                (PacketWriteEndInfo::EndPage, self.encoded_samples * self.ratio)
-            }
-            _ => (PacketWriteEndInfo::NormalPacket, self.encoded_samples * self.ratio),
+            _ if self.packets % PACKETS_PER_PAGE == 0 => (
+                PacketWriteEndInfo::EndPage,
+                self.encoded_samples * self.ratio,
+            ),
+            _ => (
+                PacketWriteEndInfo::NormalPacket,
+                self.encoded_samples * self.ratio,
+            ),
         };
         self.writer
             .write_packet(self.packet[..n].to_vec(), self.serial, end, granule)

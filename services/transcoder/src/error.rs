@@ -29,7 +29,9 @@ pub enum TranscodeError {
     #[error("invalid opus header: {0}")]
     InvalidHeader(String),
     /// A channel mapping the transcoder does not decode.
-    #[error("unsupported channel mapping family {family} with {streams} streams: only mono and stereo voice notes are supported")]
+    #[error(
+        "unsupported channel mapping family {family} with {streams} streams: only mono and stereo voice notes are supported"
+    )]
     UnsupportedChannelMapping {
         /// The header's mapping family.
         family: u8,
@@ -85,8 +87,12 @@ impl TranscodeError {
     /// the caller left; anything else on input is a malformed read.
     pub(crate) fn from_io(error: std::io::Error, context: &str) -> Self {
         match error.kind() {
-            std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionAborted => Self::Cancelled,
-            std::io::ErrorKind::UnexpectedEof => Self::Truncated(format!("input ended inside {context}")),
+            std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionAborted => {
+                Self::Cancelled
+            }
+            std::io::ErrorKind::UnexpectedEof => {
+                Self::Truncated(format!("input ended inside {context}"))
+            }
             std::io::ErrorKind::FileTooLarge => match error
                 .get_ref()
                 .and_then(|e| e.downcast_ref::<LimitExceeded>())

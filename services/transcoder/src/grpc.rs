@@ -9,7 +9,8 @@ use parley_proto::{
     common::{ErrorDetail, ErrorReason},
     transcoder::{
         self as pb, ConvertRequest, ConvertResponse, ConvertStreamRequest, ConvertStreamResponse,
-        ConvertSummary, ProbeRequest, ProbeResponse, convert_stream_request, convert_stream_response,
+        ConvertSummary, ProbeRequest, ProbeResponse, convert_stream_request,
+        convert_stream_response,
         transcoder_server::{Transcoder, TranscoderServer},
     },
 };
@@ -108,10 +109,15 @@ impl TranscoderService {
 
 /// Runs codec work on a blocking thread, turning a panic (a bug, never an
 /// input's fault) into an internal error instead of a dead task.
-pub async fn run_blocking<T: Send + 'static>(work: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+pub async fn run_blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
     tokio::task::spawn_blocking(move || {
-        std::panic::catch_unwind(AssertUnwindSafe(work))
-            .unwrap_or_else(|_| Err(TranscodeError::Internal("codec fault (panic); input rejected".into())))
+        std::panic::catch_unwind(AssertUnwindSafe(work)).unwrap_or_else(|_| {
+            Err(TranscodeError::Internal(
+                "codec fault (panic); input rejected".into(),
+            ))
+        })
     })
     .await
     .unwrap_or_else(|e| Err(TranscodeError::Internal(format!("codec task failed: {e}"))))
@@ -119,7 +125,10 @@ pub async fn run_blocking<T: Send + 'static>(work: impl FnOnce() -> Result<T> + 
 
 #[tonic::async_trait]
 impl Transcoder for TranscoderService {
-    async fn convert(&self, request: Request<ConvertRequest>) -> Result<Response<ConvertResponse>, Status> {
+    async fn convert(
+        &self,
+        request: Request<ConvertRequest>,
+    ) -> Result<Response<ConvertResponse>, Status> {
         let request = request.into_inner();
         let input = input_spec(request.input.unwrap_or_default())?;
         let output = output_spec(request.output.unwrap_or_default())?;
@@ -150,7 +159,11 @@ impl Transcoder for TranscoderService {
             Some(ConvertStreamRequest {
                 message: Some(convert_stream_request::Message::Start(start)),
             }) => start,
-            _ => return Err(Status::invalid_argument("the first message must be a ConvertStart")),
+            _ => {
+                return Err(Status::invalid_argument(
+                    "the first message must be a ConvertStart",
+                ));
+            }
         };
         let input = input_spec(start.input.unwrap_or_default())?;
         let output = output_spec(start.output.unwrap_or_default())?;
@@ -175,7 +188,11 @@ impl Transcoder for TranscoderService {
                             break; // the codec stopped early (error or limit)
                         }
                     }
-                    _ => return Err(Status::invalid_argument("only chunks may follow the ConvertStart")),
+                    _ => {
+                        return Err(Status::invalid_argument(
+                            "only chunks may follow the ConvertStart",
+                        ));
+                    }
                 }
             }
             Ok(())
@@ -189,9 +206,14 @@ impl Transcoder for TranscoderService {
                     message: Some(convert_stream_response::Message::Chunk(chunk)),
                 })
             });
-            let result = run_blocking(move || convert(ChannelReader::new(input_rx), input, writer, output, limits)).await;
+            let result = run_blocking(move || {
+                convert(ChannelReader::new(input_rx), input, writer, output, limits)
+            })
+            .await;
             // A protocol error on the way in explains a codec failure best.
-            let fed = feeder.await.unwrap_or_else(|e| Err(Status::internal(format!("input task failed: {e}"))));
+            let fed = feeder
+                .await
+                .unwrap_or_else(|e| Err(Status::internal(format!("input task failed: {e}"))));
             let last = match (result, fed) {
                 (_, Err(status)) => Err(status),
                 (Err(e), Ok(())) => Err(Status::from(e)),
@@ -202,7 +224,10 @@ impl Transcoder for TranscoderService {
         Ok(Response::new(ReceiverStream::new(response_rx)))
     }
 
-    async fn probe(&self, request: Request<ProbeRequest>) -> Result<Response<ProbeResponse>, Status> {
+    async fn probe(
+        &self,
+        request: Request<ProbeRequest>,
+    ) -> Result<Response<ProbeResponse>, Status> {
         let audio = request.into_inner().audio;
         let limits = self.config.limits;
         let info = run_blocking(move || probe(&audio, limits)).await?;
@@ -231,7 +256,9 @@ fn format_from_proto(value: i32) -> Result<Option<AudioFormat>, Status> {
         Ok(pb::AudioFormat::Wav) => Ok(Some(AudioFormat::Wav)),
         Ok(pb::AudioFormat::PcmS16le) => Ok(Some(AudioFormat::Pcm)),
         Ok(pb::AudioFormat::OggOpus) => Ok(Some(AudioFormat::OggOpus)),
-        Err(_) => Err(Status::invalid_argument(format!("unknown audio format {value}"))),
+        Err(_) => Err(Status::invalid_argument(format!(
+            "unknown audio format {value}"
+        ))),
     }
 }
 
@@ -240,8 +267,9 @@ pub fn input_spec(spec: pb::InputSpec) -> Result<InputSpec, Status> {
     Ok(InputSpec {
         format: format_from_proto(spec.format)?,
         sample_rate: spec.sample_rate_hz,
-        channels: u16::try_from(spec.channels)
-            .map_err(|_| Status::invalid_argument(format!("{} channels is absurd", spec.channels)))?,
+        channels: u16::try_from(spec.channels).map_err(|_| {
+            Status::invalid_argument(format!("{} channels is absurd", spec.channels))
+        })?,
     })
 }
 
@@ -277,7 +305,9 @@ impl From<TranscodeError> for Status {
         use TranscodeError as E;
         let (code, reason) = match &error {
             E::InvalidRequest(_) => (tonic::Code::InvalidArgument, ErrorReason::InvalidRequest),
-            E::TooLarge { .. } | E::TooLong { .. } => (tonic::Code::InvalidArgument, ErrorReason::LimitExceeded),
+            E::TooLarge { .. } | E::TooLong { .. } => {
+                (tonic::Code::InvalidArgument, ErrorReason::LimitExceeded)
+            }
             E::Cancelled => (tonic::Code::Cancelled, ErrorReason::Unspecified),
             E::Internal(_) => (tonic::Code::Internal, ErrorReason::Unspecified),
             _ => (tonic::Code::InvalidArgument, ErrorReason::InvalidMedia),

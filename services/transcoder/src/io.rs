@@ -33,10 +33,15 @@ impl<R: Read> Read for LimitedReader<R> {
             return Ok(0);
         }
         // Read one byte past the limit to tell "exactly at" from "over".
-        let allowed = buf.len().min(usize::try_from(self.remaining.saturating_add(1)).unwrap_or(usize::MAX));
+        let allowed = buf
+            .len()
+            .min(usize::try_from(self.remaining.saturating_add(1)).unwrap_or(usize::MAX));
         let n = self.inner.read(&mut buf[..allowed])?;
         if n as u64 > self.remaining {
-            return Err(io::Error::new(io::ErrorKind::FileTooLarge, LimitExceeded(self.limit)));
+            return Err(io::Error::new(
+                io::ErrorKind::FileTooLarge,
+                LimitExceeded(self.limit),
+            ));
         }
         self.remaining -= n as u64;
         Ok(n)
@@ -128,9 +133,13 @@ mod tests {
     #[test]
     fn limited_reader_allows_exactly_the_limit() {
         let mut out = Vec::new();
-        LimitedReader::new(&[1u8; 10][..], 10).read_to_end(&mut out).unwrap();
+        LimitedReader::new(&[1u8; 10][..], 10)
+            .read_to_end(&mut out)
+            .unwrap();
         assert_eq!(out.len(), 10);
-        let err = LimitedReader::new(&[1u8; 11][..], 10).read_to_end(&mut Vec::new()).unwrap_err();
+        let err = LimitedReader::new(&[1u8; 11][..], 10)
+            .read_to_end(&mut Vec::new())
+            .unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::FileTooLarge);
     }
 

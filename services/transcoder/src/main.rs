@@ -28,7 +28,11 @@ mod demo;
 const DEFAULT_LISTEN: &str = "0.0.0.0:50052";
 
 #[derive(Parser)]
-#[command(name = "parley-transcoder", version, about = "OGG/Opus <-> WAV/PCM transcoding for Parley")]
+#[command(
+    name = "parley-transcoder",
+    version,
+    about = "OGG/Opus <-> WAV/PCM transcoding for Parley"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -107,7 +111,9 @@ fn main() -> ExitCode {
                 .and_then(|spec| convert_file(&input, input_spec, &output, spec))
         }
         Command::Probe { file } => probe_file(&file),
-        Command::Demo { seconds, out_dir } => runtime().and_then(|rt| rt.block_on(demo::run(seconds, &out_dir))),
+        Command::Demo { seconds, out_dir } => {
+            runtime().and_then(|rt| rt.block_on(demo::run(seconds, &out_dir)))
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -125,7 +131,9 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("cannot start the async runtime")
 }
 
-fn load_config(listen: Option<SocketAddr>) -> anyhow::Result<(TelemetryConfig, ServerConfig, TranscoderConfig)> {
+fn load_config(
+    listen: Option<SocketAddr>,
+) -> anyhow::Result<(TelemetryConfig, ServerConfig, TranscoderConfig)> {
     let env = ProcessEnv;
     let mut settings = Settings::new(&env);
     let telemetry = TelemetryConfig::from_settings(&mut settings, "parley-transcoder");
@@ -153,10 +161,20 @@ async fn serve(listen: Option<SocketAddr>) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn output_spec(output: &Path, format: Option<AudioFormat>, rate: Option<u32>, bitrate: u32) -> anyhow::Result<OutputSpec> {
+fn output_spec(
+    output: &Path,
+    format: Option<AudioFormat>,
+    rate: Option<u32>,
+    bitrate: u32,
+) -> anyhow::Result<OutputSpec> {
     let format = format
         .or_else(|| AudioFormat::from_extension(output))
-        .with_context(|| format!("cannot tell the output format from {}: pass --format", output.display()))?;
+        .with_context(|| {
+            format!(
+                "cannot tell the output format from {}: pass --format",
+                output.display()
+            )
+        })?;
     let mut spec = OutputSpec::new(format);
     if let Some(rate) = rate {
         spec.sample_rate = rate;
@@ -168,11 +186,21 @@ fn output_spec(output: &Path, format: Option<AudioFormat>, rate: Option<u32>, bi
 
 /// Streams a file through the pipeline into a temporary file beside the
 /// output, which replaces the output only when the conversion succeeded.
-fn convert_file(input: &Path, input_spec: InputSpec, output: &Path, spec: OutputSpec) -> anyhow::Result<()> {
+fn convert_file(
+    input: &Path,
+    input_spec: InputSpec,
+    output: &Path,
+    spec: OutputSpec,
+) -> anyhow::Result<()> {
     let limits = load_config(None)?.2.limits;
-    let file = std::fs::File::open(input).with_context(|| format!("cannot open {}", input.display()))?;
-    let dir = output.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let mut staged = tempfile::NamedTempFile::new_in(dir).with_context(|| format!("cannot write in {}", dir.display()))?;
+    let file =
+        std::fs::File::open(input).with_context(|| format!("cannot open {}", input.display()))?;
+    let dir = output
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let mut staged = tempfile::NamedTempFile::new_in(dir)
+        .with_context(|| format!("cannot write in {}", dir.display()))?;
     let conversion = {
         let writer = BufWriter::new(staged.as_file_mut());
         pipeline::convert(BufReader::new(file), input_spec, writer, spec, limits)?

@@ -120,8 +120,8 @@ impl<R: Read> OggPacketReader<R> {
             Some(_) => {}
         }
 
-        let (mut parser, segment_count) = PageParser::new(header)
-            .map_err(|e| TranscodeError::corrupt(offset, e.to_string()))?;
+        let (mut parser, segment_count) =
+            PageParser::new(header).map_err(|e| TranscodeError::corrupt(offset, e.to_string()))?;
         let mut segments = vec![0u8; segment_count];
         self.input
             .read_exact(&mut segments)

@@ -47,7 +47,8 @@ impl OpusHead {
         }
         let channels = packet[9];
         let pre_skip = u16::from_le_bytes([packet[10], packet[11]]);
-        let input_sample_rate = u32::from_le_bytes([packet[12], packet[13], packet[14], packet[15]]);
+        let input_sample_rate =
+            u32::from_le_bytes([packet[12], packet[13], packet[14], packet[15]]);
         let output_gain = i16::from_le_bytes([packet[16], packet[17]]);
         let mapping_family = packet[18];
         if channels == 0 {
@@ -146,13 +147,22 @@ mod tests {
     fn rejects_absurd_values() {
         let mut bytes = head().to_bytes();
         bytes[9] = 0;
-        assert!(matches!(OpusHead::parse(&bytes), Err(TranscodeError::InvalidHeader(_))));
+        assert!(matches!(
+            OpusHead::parse(&bytes),
+            Err(TranscodeError::InvalidHeader(_))
+        ));
         let mut bytes = head().to_bytes();
         bytes[9] = 6;
-        assert!(matches!(OpusHead::parse(&bytes), Err(TranscodeError::InvalidHeader(_))));
+        assert!(matches!(
+            OpusHead::parse(&bytes),
+            Err(TranscodeError::InvalidHeader(_))
+        ));
         let mut bytes = head().to_bytes();
         bytes[8] = 0x10;
-        assert!(matches!(OpusHead::parse(&bytes), Err(TranscodeError::InvalidHeader(_))));
+        assert!(matches!(
+            OpusHead::parse(&bytes),
+            Err(TranscodeError::InvalidHeader(_))
+        ));
         assert!(matches!(
             OpusHead::parse(&head().to_bytes()[..15]),
             Err(TranscodeError::InvalidHeader(_))
@@ -167,7 +177,10 @@ mod tests {
         bytes.extend_from_slice(&[4, 2, 0, 4, 1, 2, 3, 5]);
         assert_eq!(
             OpusHead::parse(&bytes).unwrap_err(),
-            TranscodeError::UnsupportedChannelMapping { family: 1, streams: 4 }
+            TranscodeError::UnsupportedChannelMapping {
+                family: 1,
+                streams: 4
+            }
         );
         let mut bytes = head().to_bytes();
         bytes[18] = 255;

@@ -110,12 +110,20 @@ impl<R: Read> InterleavedSource<R> {
                 "raw pcm input needs its sample rate (1000..=384000 Hz), got {rate}"
             )));
         }
-        Ok(Self::new(input, AudioFormat::Pcm, SampleFormat::S16, channels, rate, None))
+        Ok(Self::new(
+            input,
+            AudioFormat::Pcm,
+            SampleFormat::S16,
+            channels,
+            rate,
+            None,
+        ))
     }
 
     /// A WAV file: parses the header up to the data chunk.
     pub fn wav(input: R) -> Result<Self> {
-        let reader = hound::WavReader::new(input).map_err(|e| TranscodeError::InvalidWav(e.to_string()))?;
+        let reader =
+            hound::WavReader::new(input).map_err(|e| TranscodeError::InvalidWav(e.to_string()))?;
         let spec = reader.spec();
         let format = match (spec.sample_format, spec.bits_per_sample) {
             (hound::SampleFormat::Int, 8) => SampleFormat::U8,
@@ -139,11 +147,20 @@ impl<R: Read> InterleavedSource<R> {
         }
         let rate = spec.sample_rate;
         if !(1_000..=384_000).contains(&rate) {
-            return Err(TranscodeError::InvalidWav(format!("sample rate {rate} Hz is absurd")));
+            return Err(TranscodeError::InvalidWav(format!(
+                "sample rate {rate} Hz is absurd"
+            )));
         }
         // Streaming writers declare 0 or 0xFFFFFFFF: read to the end.
         let remaining = (data_len != 0 && data_len < u64::from(u32::MAX)).then_some(data_len);
-        Ok(Self::new(input, AudioFormat::Wav, format, channels, rate, remaining))
+        Ok(Self::new(
+            input,
+            AudioFormat::Wav,
+            format,
+            channels,
+            rate,
+            remaining,
+        ))
     }
 
     fn new(
@@ -325,7 +342,11 @@ impl<W: Write> PcmSink for PcmWriter<W> {
         let data_bytes = self.samples * 2;
         Ok(SinkReport {
             info: AudioInfo {
-                format: if self.wav { AudioFormat::Wav } else { AudioFormat::Pcm },
+                format: if self.wav {
+                    AudioFormat::Wav
+                } else {
+                    AudioFormat::Pcm
+                },
                 codec: "pcm_s16le",
                 channels: 1,
                 sample_rate: self.rate,
@@ -390,7 +411,10 @@ mod tests {
         let mut bytes = wav_header(8_000, Some(100)).to_vec();
         bytes.extend_from_slice(&[0u8; 10]);
         let mut source = InterleavedSource::wav(&bytes[..]).unwrap();
-        assert!(matches!(source.next_block(), Err(TranscodeError::Truncated(_))));
+        assert!(matches!(
+            source.next_block(),
+            Err(TranscodeError::Truncated(_))
+        ));
     }
 
     #[test]

@@ -28,9 +28,13 @@ pub struct Conversion {
 
 /// Reads enough of `input` to identify its container, and returns a reader
 /// that still yields those bytes.
-fn identify<R: Read>(mut input: R, declared: Option<AudioFormat>) -> Result<(AudioFormat, impl Read)> {
+fn identify<R: Read>(
+    mut input: R,
+    declared: Option<AudioFormat>,
+) -> Result<(AudioFormat, impl Read)> {
     let mut prefix = [0u8; 12];
-    let got = read_up_to(&mut input, &mut prefix).map_err(|e| TranscodeError::from_io(e, "the input"))?;
+    let got =
+        read_up_to(&mut input, &mut prefix).map_err(|e| TranscodeError::from_io(e, "the input"))?;
     if got == 0 {
         return Err(TranscodeError::Empty);
     }
@@ -98,9 +102,17 @@ pub fn convert<R: Read, W: Write>(
     let mut sink: Box<dyn PcmSink + '_> = match output_spec.format {
         AudioFormat::Wav => Box::new(PcmWriter::wav(output, target_rate)?),
         AudioFormat::Pcm => Box::new(PcmWriter::raw(output, target_rate)),
-        AudioFormat::OggOpus => Box::new(OpusSink::new(output, target_rate, source_rate, output_spec.bitrate)?),
+        AudioFormat::OggOpus => Box::new(OpusSink::new(
+            output,
+            target_rate,
+            source_rate,
+            output_spec.bitrate,
+        )?),
     };
-    let max_samples = limits.max_duration_ms.saturating_mul(u64::from(target_rate)) / 1000;
+    let max_samples = limits
+        .max_duration_ms
+        .saturating_mul(u64::from(target_rate))
+        / 1000;
     let mut written = 0u64;
     while let Some(block) = source.next_block()? {
         written += block.len() as u64;
@@ -173,7 +185,11 @@ pub fn probe(input: &[u8], limits: Limits) -> Result<AudioInfo> {
     let mut info = match AudioFormat::sniff(input)? {
         AudioFormat::OggOpus => probe_ogg_opus(input)?,
         AudioFormat::Wav => probe_wav(input)?,
-        AudioFormat::Pcm => return Err(TranscodeError::InvalidRequest("raw pcm cannot be probed".into())),
+        AudioFormat::Pcm => {
+            return Err(TranscodeError::InvalidRequest(
+                "raw pcm cannot be probed".into(),
+            ));
+        }
     };
     info.byte_size = input.len() as u64;
     Ok(info)

@@ -115,7 +115,9 @@ impl Reusable for MonoResampler {
     fn create((from, to): (u32, u32)) -> Result<Self> {
         FftFixedInOut::new(from as usize, to as usize, 1024, 1)
             .map(Self)
-            .map_err(|e| TranscodeError::InvalidRequest(format!("cannot resample {from} Hz to {to} Hz: {e}")))
+            .map_err(|e| {
+                TranscodeError::InvalidRequest(format!("cannot resample {from} Hz to {to} Hz: {e}"))
+            })
     }
 
     fn reset(&mut self) -> Result<()> {

@@ -58,7 +58,11 @@ impl<'a> ResampledSource<'a> {
     fn process_chunk(&mut self, frames: usize) -> Result<()> {
         let resampler = &mut self.resampler.get().0;
         let (used, made) = resampler
-            .process_into_buffer(&[&self.pending[..frames]], &mut [&mut self.output[..]], None)
+            .process_into_buffer(
+                &[&self.pending[..frames]],
+                &mut [&mut self.output[..]],
+                None,
+            )
             .map_err(|e| TranscodeError::Internal(format!("resampler: {e}")))?;
         self.pending.drain(..used);
         for &sample in &self.output[..made] {
@@ -66,7 +70,8 @@ impl<'a> ResampledSource<'a> {
                 self.delay_left -= 1;
                 continue;
             }
-            self.ready.push((sample * 32768.0).round().clamp(-32768.0, 32767.0) as i16);
+            self.ready
+                .push((sample * 32768.0).round().clamp(-32768.0, 32767.0) as i16);
         }
         Ok(())
     }

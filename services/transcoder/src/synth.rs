@@ -49,9 +49,13 @@ pub fn speech_like(rate: u32, seconds: f64, seed: u64) -> Vec<i16> {
     ];
     let fs = f64::from(rate);
     let n = (seconds * fs) as usize;
-    let mut rng = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut rng = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     let mut noise = move || {
-        rng = rng.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        rng = rng
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         ((rng >> 33) as f64 / f64::from(1u32 << 31)) - 1.0
     };
     let syllable = (0.18 * fs) as usize;
@@ -90,7 +94,8 @@ pub fn speech_like(rate: u32, seconds: f64, seed: u64) -> Vec<i16> {
             voiced += y / (k as f64 + 1.0);
         }
         // Syllables at ~4 Hz with short pauses between phrases.
-        let envelope = (TAU * 2.7 * t).sin().abs().powf(0.6) * if (t % 3.0) > 2.6 { 0.05 } else { 1.0 };
+        let envelope =
+            (TAU * 2.7 * t).sin().abs().powf(0.6) * if (t % 3.0) > 2.6 { 0.05 } else { 1.0 };
         let sample = 6.0 * voiced * envelope + 0.003 * noise();
         out.push((sample.clamp(-1.0, 1.0) * 32767.0) as i16);
     }
@@ -116,6 +121,11 @@ pub fn encode_pcm(samples: &[i16], rate: u32) -> Result<Vec<u8>> {
         sample_rate: rate,
         channels: 1,
     };
-    let (bytes, _) = convert_buffer(&to_le_bytes(samples), input, OutputSpec::new(AudioFormat::OggOpus), Limits::default())?;
+    let (bytes, _) = convert_buffer(
+        &to_le_bytes(samples),
+        input,
+        OutputSpec::new(AudioFormat::OggOpus),
+        Limits::default(),
+    )?;
     Ok(bytes)
 }

@@ -1,0 +1,316 @@
+//! Bad input gets a clear, specific error — never a panic, never unbounded
+//! memory. The property tests at the end mutate real voice notes at random.
+
+mod common;
+
+use common::*;
+use parley_transcoder::{
+    TranscodeError,
+    audio::{AudioFormat, InputSpec, Limits, OutputSpec},
+    opus_header::OpusHead,
+    pipeline::{convert, convert_buffer, probe},
+    synth,
+};
+use proptest::prelude::*;
+
+fn to_wav(input: &[u8]) -> Result<Vec<u8>, TranscodeError> {
+    convert_buffer(
+        input,
+        InputSpec::default(),
+        OutputSpec::new(AudioFormat::Wav),
+        Limits::default(),
+    )
+    .map(|(b, _)| b)
+}
+
+/// The same input streamed (no probe first), as ConvertStream runs it.
+fn streamed(input: &[u8]) -> Result<Vec<u8>, TranscodeError> {
+    let mut out = Vec::new();
+    convert(
+        input,
+        InputSpec::default(),
+        &mut out,
+        OutputSpec::new(AudioFormat::Wav),
+        Limits::default(),
+    )?;
+    Ok(out)
+}
+
+fn note() -> Vec<u8> {
+    synth::voice_note(3.0, 16_000).unwrap()
+}
+
+fn assert_both(input: &[u8], check: impl Fn(&TranscodeError) -> bool) {
+    for (path, result) in [("buffered", to_wav(input)), ("streamed", streamed(input))] {
+        match result {
+            Err(e) => assert!(check(&e), "{path}: unexpected error {e:?}"),
+            Ok(_) => panic!("{path}: bad input was accepted"),
+        }
+    }
+}
+
+#[test]
+fn empty_input() {
+    assert_both(b"", |e| *e == TranscodeError::Empty);
+}
+
+#[test]
+fn random_bytes_and_other_containers() {
+    assert_both(
+        b"ID3\x04\0\0\0\0\0\0mp3 data here",
+        |e| matches!(e, TranscodeError::UnknownContainer(s) if s.starts_with("49 44 33")),
+    );
+    let noise: Vec<u8> = (0..4096u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    assert_both(&noise, |e| matches!(e, TranscodeError::UnknownContainer(_)));
+}
+
+#[test]
+fn ogg_vorbis_is_named() {
+    let mut ogg = note();
+    // Replace the OpusHead magic with a Vorbis identification header start.
+    ogg[28..36].copy_from_slice(b"\x01vorbisX");
+    fix_crcs(&mut ogg);
+    assert_both(&ogg, |e| *e == TranscodeError::NotOpus("vorbis".into()));
+}
+
+#[test]
+fn corrupt_page_crc() {
+    let mut ogg = note();
+    let middle = page_offsets(&ogg)[3] + 40;
+    ogg[middle] ^= 0x55;
+    assert_both(
+        &ogg,
+        |e| matches!(e, TranscodeError::CorruptOgg { reason, .. } if reason.contains("ash")),
+    );
+}
+
+#[test]
+fn truncated_inside_a_page() {
+    let ogg = note();
+    let cut = &ogg[..ogg.len() - 100];
+    assert_both(cut, |e| matches!(e, TranscodeError::Truncated(_)));
+}
+
+#[test]
+fn truncated_at_a_page_boundary() {
+    let ogg = note();
+    let last = *page_offsets(&ogg).last().unwrap();
+    assert_both(
+        &ogg[..last],
+        |e| matches!(e, TranscodeError::Truncated(m) if m.contains("end-of-stream")),
+    );
+}
+
+#[test]
+fn absurd_header_values() {
+    let mut ogg = note();
+    ogg[28 + 9] = 0; // zero channels
+    fix_crcs(&mut ogg);
+    assert_both(&ogg, |e| matches!(e, TranscodeError::InvalidHeader(_)));
+
+    let mut ogg = note();
+    ogg[28 + 8] = 0x20; // OpusHead version 2.x
+    fix_crcs(&mut ogg);
+    assert_both(&ogg, |e| matches!(e, TranscodeError::InvalidHeader(_)));
+}
+
+#[test]
+fn surround_mapping_is_unsupported() {
+    let tone = synth::tone(400.0, 48_000, 0.2, 0.3);
+    let head = OpusHead {
+        channels: 6,
+        pre_skip: 312,
+        input_sample_rate: 48_000,
+        output_gain: 0,
+        mapping_family: 1,
+    };
+    let mut ogg = handmade_ogg(&tone, 1, head);
+    // Make the mapping table claim four streams.
+    let table = 28 + 19;
+    ogg[table] = 4;
+    fix_crcs(&mut ogg);
+    assert_both(&ogg, |e| {
+        matches!(
+            e,
+            TranscodeError::UnsupportedChannelMapping {
+                family: 1,
+                streams: 4
+            }
+        )
+    });
+}
+
+#[test]
+fn garbage_opus_packets() {
+    let mut ogg = note();
+    let offsets = page_offsets(&ogg);
+    // Overwrite an audio page's body (after its segment table) with 0xff
+    // bytes: framing stays valid, the packets do not.
+    let page = offsets[2];
+    let segments = ogg[page + 26] as usize;
+    let body = page + 27 + segments;
+    for b in &mut ogg[body..body + 200] {
+        *b = 0xff;
+    }
+    fix_crcs(&mut ogg);
+    assert_both(&ogg, |e| matches!(e, TranscodeError::CorruptPacket { .. }));
+}
+
+#[test]
+fn wav_with_a_broken_header() {
+    let mut wav = b"RIFF\x24\0\0\0WAVEfmt \x10\0\0\0".to_vec();
+    wav.extend_from_slice(&[0u8; 8]);
+    assert_both(&wav, |e| matches!(e, TranscodeError::InvalidWav(_)));
+}
+
+#[test]
+fn limits_are_enforced_before_work() {
+    let ogg = note();
+    let small = Limits {
+        max_input_bytes: 1_000,
+        max_duration_ms: 60_000,
+    };
+    let err = convert_buffer(
+        &ogg,
+        InputSpec::default(),
+        OutputSpec::new(AudioFormat::Wav),
+        small,
+    )
+    .unwrap_err();
+    assert_eq!(err, TranscodeError::TooLarge { limit: 1_000 });
+    let err = probe(&ogg, small).unwrap_err();
+    assert_eq!(err, TranscodeError::TooLarge { limit: 1_000 });
+    let mut out = Vec::new();
+    let err = convert(
+        &ogg[..],
+        InputSpec::default(),
+        &mut out,
+        OutputSpec::new(AudioFormat::Wav),
+        small,
+    )
+    .unwrap_err();
+    assert_eq!(err, TranscodeError::TooLarge { limit: 1_000 });
+
+    let short = Limits {
+        max_input_bytes: 1 << 20,
+        max_duration_ms: 1_000,
+    };
+    let err = convert_buffer(
+        &ogg,
+        InputSpec::default(),
+        OutputSpec::new(AudioFormat::Wav),
+        short,
+    )
+    .unwrap_err();
+    assert_eq!(
+        err,
+        TranscodeError::TooLong {
+            duration_ms: 3_000,
+            limit_ms: 1_000
+        }
+    );
+    let mut out = Vec::new();
+    let err = convert(
+        &ogg[..],
+        InputSpec::default(),
+        &mut out,
+        OutputSpec::new(AudioFormat::Wav),
+        short,
+    )
+    .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            TranscodeError::TooLong {
+                limit_ms: 1_000,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    // The streaming path stopped near the limit rather than decoding it all.
+    assert!(
+        out.len() < 2 * 16_000 * 2,
+        "wrote {} bytes past the limit",
+        out.len()
+    );
+}
+
+#[test]
+fn invalid_requests() {
+    let ogg = note();
+    let mut spec = OutputSpec::new(AudioFormat::Wav);
+    spec.sample_rate = 7;
+    assert!(matches!(
+        convert_buffer(&ogg, InputSpec::default(), spec, Limits::default()),
+        Err(TranscodeError::InvalidRequest(_))
+    ));
+    let raw = InputSpec {
+        format: Some(AudioFormat::Pcm),
+        sample_rate: 0,
+        channels: 1,
+    };
+    assert!(matches!(
+        convert_buffer(
+            &[0, 0, 0, 0],
+            raw,
+            OutputSpec::new(AudioFormat::Wav),
+            Limits::default()
+        ),
+        Err(TranscodeError::InvalidRequest(_))
+    ));
+}
+
+/// Regression inputs found by fuzzing (`fuzz/` under this crate) live in
+/// `tests/regressions/`; each must be rejected or converted without a panic.
+#[test]
+fn fuzz_regressions_do_not_panic() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/regressions");
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return;
+    };
+    for entry in entries {
+        let path = entry.unwrap().path();
+        let bytes = std::fs::read(&path).unwrap();
+        let _ = to_wav(&bytes);
+        let _ = streamed(&bytes);
+        let _ = probe(&bytes, Limits::default());
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 300, .. ProptestConfig::default() })]
+
+    #[test]
+    fn mutated_voice_notes_never_panic(
+        flips in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..8),
+        cut in any::<prop::sample::Index>(),
+        fix in any::<bool>(),
+    ) {
+        let mut ogg = synth::voice_note(0.5, 16_000).unwrap();
+        for (index, value) in flips {
+            let i = index.index(ogg.len());
+            ogg[i] = value;
+        }
+        if fix {
+            fix_crcs(&mut ogg);
+        }
+        let len = cut.index(ogg.len() + 1).max(1);
+        let input = &ogg[..len];
+        let _ = to_wav(input);
+        let _ = streamed(input);
+        let _ = probe(input, Limits::default());
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..2048), ogg_prefix in any::<bool>(), wav_prefix in any::<bool>()) {
+        let mut input = Vec::new();
+        if ogg_prefix { input.extend_from_slice(b"OggS\0\x02"); }
+        if wav_prefix { input.extend_from_slice(b"RIFF\0\0\0\0WAVEfmt "); }
+        input.extend_from_slice(&bytes);
+        let _ = to_wav(&input);
+        let _ = probe(&input, Limits::default());
+    }
+}
