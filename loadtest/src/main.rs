@@ -1,1 +1,31 @@
-fn main() {}
+//! `parley-loadtest`: benchmarks and load generators, each run side by side
+//! with the alternative it replaces, printing a Markdown table for the
+//! README. Every loop is bounded and stops by itself.
+
+use clap::{Parser, Subcommand};
+
+mod transcoder;
+
+#[derive(Parser)]
+#[command(
+    name = "parley-loadtest",
+    about = "Parley benchmarks, side by side with the alternatives"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Voice-note conversion: Parley in-process, over gRPC (unary and
+    /// streaming), ffmpeg as the AWS sample runs it, and a libopus
+    /// decode-only loop (the physical limit).
+    Transcoder(transcoder::Options),
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Transcoder(options) => transcoder::run(options),
+    }
+}

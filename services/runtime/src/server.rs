@@ -15,8 +15,12 @@ use std::{
 
 use futures::FutureExt as _;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
-use tonic::{body::Body, server::NamedService, service::RoutesBuilder, transport::Server};
+use tonic::{
+    body::Body,
+    server::NamedService,
+    service::RoutesBuilder,
+    transport::{Server, server::TcpIncoming},
+};
 use tower::{
     BoxError, Layer, Service, ServiceBuilder, limit::ConcurrencyLimitLayer,
     load_shed::LoadShedLayer, timeout::TimeoutLayer,
@@ -170,9 +174,8 @@ impl GrpcServer {
             .layer(ConcurrencyLimitLayer::new(config.concurrency_limit))
             .layer(TimeoutLayer::new(config.request_timeout))
             .into_inner();
-        let mut builder = Server::builder()
-            .http2_keepalive_interval(Some(config.keepalive_interval))
-            .tcp_nodelay(true);
+        let mut builder =
+            Server::builder().http2_keepalive_interval(Some(config.keepalive_interval));
         if let Some(tls) = &config.tls {
             builder = builder.tls_config(tls.load()?)?;
         }
@@ -187,10 +190,14 @@ impl GrpcServer {
                 .await;
             let _ = draining_tx.send(());
         };
+        // Accepted sockets get TCP_NODELAY here: the builder's own setting
+        // only applies to listeners tonic binds itself, and without it small
+        // HTTP/2 frames wait ~40 ms for delayed ACKs.
+        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
         let server = builder
             .layer(stack)
             .add_routes(self.routes.routes())
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal);
+            .serve_with_incoming_shutdown(incoming, signal);
         let grace = config.shutdown_grace;
         let deadline = draining_rx.then(|_| tokio::time::sleep(grace));
         tokio::select! {

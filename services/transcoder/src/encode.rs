@@ -123,7 +123,7 @@ impl<W: Write> OpusSink<W> {
         // fewer, which is how the padding of the final frame is trimmed.
         let (end, granule) = match end {
             PacketWriteEndInfo::EndStream => (end, self.pre_skip + self.input_samples * self.ratio),
-            _ if self.packets % PACKETS_PER_PAGE == 0 => (
+            _ if self.packets.is_multiple_of(PACKETS_PER_PAGE) => (
                 PacketWriteEndInfo::EndPage,
                 self.encoded_samples * self.ratio,
             ),

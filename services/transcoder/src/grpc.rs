@@ -42,7 +42,7 @@ impl Default for TranscoderConfig {
         Self {
             limits: Limits::default(),
             workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
-            stream_chunk_bytes: 64 * 1024,
+            stream_chunk_bytes: 32 * 1024,
         }
     }
 }
@@ -178,8 +178,8 @@ impl Transcoder for TranscoderService {
 
         // Small bounded queues on both sides: memory per conversion stays
         // at a few chunks however large the input is.
-        let (input_tx, input_rx) = mpsc::channel::<Bytes>(4);
-        let (response_tx, response_rx) = mpsc::channel(4);
+        let (input_tx, input_rx) = mpsc::channel::<Bytes>(2);
+        let (response_tx, response_rx) = mpsc::channel(2);
         let feeder = tokio::spawn(async move {
             while let Some(message) = inbound.next().await {
                 match message?.message {

@@ -17,7 +17,7 @@
 //! - [`io`]: size limits and channel-backed readers and writers.
 //! - [`grpc`]: the `parley.transcoder.v1.Transcoder` service.
 //! - [`synth`]: deterministic test audio.
-//! - [`error`]: [`TranscodeError`].
+//! - [`error`]: the one error type, [`TranscodeError`].
 
 pub mod audio;
 pub mod decode;

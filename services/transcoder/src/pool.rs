@@ -17,6 +17,9 @@ use crate::error::{Result, TranscodeError};
 /// At most this many idle values of one type are kept per thread.
 const MAX_IDLE_PER_THREAD: usize = 4;
 
+/// A per-thread cache of idle values, keyed by configuration.
+pub type IdleCache<K, V> = LocalKey<RefCell<Vec<(K, V)>>>;
+
 /// Codec state that can be cached per thread and reset between uses.
 pub trait Reusable: Sized + 'static {
     /// What distinguishes one configuration from another (e.g. the rate).
@@ -26,7 +29,7 @@ pub trait Reusable: Sized + 'static {
     /// Returns a used value to its initial state.
     fn reset(&mut self) -> Result<()>;
     /// This type's per-thread cache.
-    fn idle() -> &'static LocalKey<RefCell<Vec<(Self::Key, Self)>>>;
+    fn idle() -> &'static IdleCache<Self::Key, Self>;
 }
 
 /// A value borrowed from this thread's cache; returned to it on drop.
@@ -99,7 +102,7 @@ impl Reusable for MonoDecoder {
             .map_err(|e| TranscodeError::Internal(format!("opus decoder reset: {e}")))
     }
 
-    fn idle() -> &'static LocalKey<RefCell<Vec<(u32, Self)>>> {
+    fn idle() -> &'static IdleCache<u32, Self> {
         &IDLE_DECODERS
     }
 }
@@ -125,7 +128,7 @@ impl Reusable for MonoResampler {
         Ok(())
     }
 
-    fn idle() -> &'static LocalKey<RefCell<Vec<((u32, u32), Self)>>> {
+    fn idle() -> &'static IdleCache<(u32, u32), Self> {
         &IDLE_RESAMPLERS
     }
 }
