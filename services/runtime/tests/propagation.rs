@@ -1,5 +1,8 @@
 //! One trace across a hop: the client span and the server span it causes
 //! share a trace id, and the server span is the client span's child.
+//!
+//! Alone in its test binary: tracing's callsite interest is global, and a
+//! parallel test without a subscriber can make it skip spans.
 
 use std::time::Duration;
 
@@ -86,38 +89,5 @@ async fn client_and_server_spans_share_one_trace() {
     assert_eq!(
         server_span.parent_span_id,
         client_span.span_context.span_id()
-    );
-}
-
-#[tokio::test]
-async fn shutdown_stops_accepting_and_returns() {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let mut config = ServerConfig::local(address);
-    config.shutdown_grace = Duration::from_millis(500);
-    let server = tokio::spawn(GrpcServer::new(config).serve(listener, async {
-        let _ = stopped.await;
-    }));
-    let channel = tonic::transport::Channel::from_shared(format!("http://{address}"))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    HealthClient::new(channel)
-        .check(HealthCheckRequest {
-            service: String::new(),
-        })
-        .await
-        .unwrap();
-    stop.send(()).unwrap();
-    tokio::time::timeout(Duration::from_secs(5), server)
-        .await
-        .expect("serve returns after the signal")
-        .unwrap()
-        .unwrap();
-    assert!(
-        tokio::net::TcpStream::connect(address).await.is_err(),
-        "the listener is closed"
     );
 }
