@@ -12,13 +12,13 @@ use std::{
 use anyhow::Context as _;
 use cpu_time::ThreadTime;
 use parley_proto::transcoder::{
-    AudioFormat as PbFormat, ConvertRequest, ConvertStart, ConvertStreamRequest,
-    OutputSpec as PbOutput, convert_stream_request::Message as In,
+    AudioFormat as PbFormat, ConvertRequest, OutputSpec as PbOutput,
     convert_stream_response::Message as Out, transcoder_client::TranscoderClient,
 };
 use parley_runtime::server::{GrpcServer, ServerConfig};
 use parley_transcoder::{
     audio::{AudioFormat, InputSpec, Limits, OutputSpec},
+    client::convert_stream_requests,
     grpc::{TranscoderConfig, TranscoderService},
     ogg_reader::OggPacketReader,
     pipeline::convert_buffer,
@@ -115,6 +115,14 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
+fn wav16k_proto() -> PbOutput {
+    PbOutput {
+        format: PbFormat::Wav as i32,
+        sample_rate_hz: 16_000,
+        bitrate_bps: 0,
+    }
+}
+
 fn wav16k() -> OutputSpec {
     OutputSpec::new(AudioFormat::Wav)
 }
@@ -195,11 +203,7 @@ async fn grpc_unary(
     for _ in 0..reps {
         let request = ConvertRequest {
             input: None,
-            output: Some(PbOutput {
-                format: PbFormat::Wav as i32,
-                sample_rate_hz: 16_000,
-                bitrate_bps: 0,
-            }),
+            output: Some(wav16k_proto()),
             audio: ogg.to_vec().into(),
         };
         let w = Instant::now();
@@ -210,24 +214,6 @@ async fn grpc_unary(
     Ok(median(wall))
 }
 
-fn stream_requests(ogg: &[u8]) -> Vec<ConvertStreamRequest> {
-    std::iter::once(ConvertStreamRequest {
-        message: Some(In::Start(ConvertStart {
-            input: None,
-            output: Some(PbOutput {
-                format: PbFormat::Wav as i32,
-                sample_rate_hz: 16_000,
-                bitrate_bps: 0,
-            }),
-            input_size_bytes: ogg.len() as u64,
-        })),
-    })
-    .chain(ogg.chunks(32 * 1024).map(|c| ConvertStreamRequest {
-        message: Some(In::Chunk(c.to_vec().into())),
-    }))
-    .collect()
-}
-
 /// Runs one streaming conversion, optionally pausing per output chunk (a
 /// slow consumer keeps the conversion in flight); returns output bytes.
 async fn stream_once(
@@ -236,7 +222,10 @@ async fn stream_once(
     pause: Duration,
 ) -> anyhow::Result<usize> {
     let mut responses = client
-        .convert_stream(tokio_stream::iter(stream_requests(ogg)))
+        .convert_stream(tokio_stream::iter(
+            convert_stream_requests(ogg, Default::default(), wav16k_proto(), 32 * 1024)
+                .collect::<Vec<_>>(),
+        ))
         .await?
         .into_inner();
     let mut bytes = 0;

@@ -5,9 +5,8 @@ use std::{path::Path, time::Instant};
 
 use anyhow::Context as _;
 use parley_proto::transcoder::{
-    AudioFormat as PbFormat, ConvertRequest, ConvertStart, ConvertStreamRequest, InputSpec,
-    OutputSpec, ProbeRequest, convert_stream_request, convert_stream_response,
-    transcoder_client::TranscoderClient,
+    AudioFormat as PbFormat, ConvertRequest, InputSpec, OutputSpec, ProbeRequest,
+    convert_stream_response, transcoder_client::TranscoderClient,
 };
 use parley_runtime::{
     client::{ClientConfig, connect_lazy},
@@ -15,6 +14,7 @@ use parley_runtime::{
     telemetry::{self, LogFormat, TelemetryConfig},
 };
 use parley_transcoder::{
+    client::convert_stream_requests,
     grpc::{TranscoderConfig, TranscoderService},
     synth,
 };
@@ -128,25 +128,19 @@ pub async fn run(seconds: f64, out_dir: &Path) -> anyhow::Result<()> {
 
     // 5. Streaming convert to raw PCM: what Amazon Transcribe gets, chunk by chunk.
     let started = Instant::now();
-    let chunks: Vec<ConvertStreamRequest> = std::iter::once(ConvertStreamRequest {
-        message: Some(convert_stream_request::Message::Start(ConvertStart {
-            input: Some(InputSpec::default()),
-            output: Some(OutputSpec {
-                format: PbFormat::PcmS16le as i32,
-                sample_rate_hz: 16_000,
-                bitrate_bps: 0,
-            }),
-            input_size_bytes: note.len() as u64,
-        })),
-    })
-    .chain(note.chunks(16 * 1024).map(|chunk| ConvertStreamRequest {
-        message: Some(convert_stream_request::Message::Chunk(
-            chunk.to_vec().into(),
-        )),
-    }))
-    .collect();
+    let requests = convert_stream_requests(
+        &note,
+        InputSpec::default(),
+        OutputSpec {
+            format: PbFormat::PcmS16le as i32,
+            sample_rate_hz: 16_000,
+            bitrate_bps: 0,
+        },
+        16 * 1024,
+    )
+    .collect::<Vec<_>>();
     let mut responses = client
-        .convert_stream(tokio_stream::iter(chunks))
+        .convert_stream(tokio_stream::iter(requests))
         .await?
         .into_inner();
     let (mut pcm_bytes, mut pieces, mut first_chunk_ms) = (0usize, 0usize, None);

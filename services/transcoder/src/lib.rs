@@ -15,11 +15,13 @@
 //! - [`resample`]: rate conversion with rubato; [`pool`]: per-thread reuse
 //!   of decoders and resamplers.
 //! - [`io`]: size limits and channel-backed readers and writers.
-//! - [`grpc`]: the `parley.transcoder.v1.Transcoder` service.
+//! - [`grpc`]: the `parley.transcoder.v1.Transcoder` service; [`client`]:
+//!   helpers for its callers.
 //! - [`synth`]: deterministic test audio.
 //! - [`error`]: the one error type, [`TranscodeError`].
 
 pub mod audio;
+pub mod client;
 pub mod decode;
 pub mod encode;
 pub mod error;

@@ -14,26 +14,37 @@ use parley_transcoder::{
 use proptest::prelude::*;
 
 fn to_wav(input: &[u8]) -> Result<Vec<u8>, TranscodeError> {
+    to_wav_within(input, Limits::default())
+}
+
+fn to_wav_within(input: &[u8], limits: Limits) -> Result<Vec<u8>, TranscodeError> {
     convert_buffer(
         input,
         InputSpec::default(),
         OutputSpec::new(AudioFormat::Wav),
-        Limits::default(),
+        limits,
     )
     .map(|(b, _)| b)
 }
 
 /// The same input streamed (no probe first), as ConvertStream runs it.
 fn streamed(input: &[u8]) -> Result<Vec<u8>, TranscodeError> {
+    streamed_within(input, Limits::default()).map_err(|(e, _)| e)
+}
+
+/// Streamed with `limits`; on error also returns what was written before it.
+fn streamed_within(input: &[u8], limits: Limits) -> Result<Vec<u8>, (TranscodeError, Vec<u8>)> {
     let mut out = Vec::new();
-    convert(
+    match convert(
         input,
         InputSpec::default(),
         &mut out,
         OutputSpec::new(AudioFormat::Wav),
-        Limits::default(),
-    )?;
-    Ok(out)
+        limits,
+    ) {
+        Ok(_) => Ok(out),
+        Err(e) => Err((e, out)),
+    }
 }
 
 fn note() -> Vec<u8> {
@@ -172,38 +183,16 @@ fn limits_are_enforced_before_work() {
         max_input_bytes: 1_000,
         max_duration_ms: 60_000,
     };
-    let err = convert_buffer(
-        &ogg,
-        InputSpec::default(),
-        OutputSpec::new(AudioFormat::Wav),
-        small,
-    )
-    .unwrap_err();
-    assert_eq!(err, TranscodeError::TooLarge { limit: 1_000 });
-    let err = probe(&ogg, small).unwrap_err();
-    assert_eq!(err, TranscodeError::TooLarge { limit: 1_000 });
-    let mut out = Vec::new();
-    let err = convert(
-        &ogg[..],
-        InputSpec::default(),
-        &mut out,
-        OutputSpec::new(AudioFormat::Wav),
-        small,
-    )
-    .unwrap_err();
-    assert_eq!(err, TranscodeError::TooLarge { limit: 1_000 });
+    let too_large = TranscodeError::TooLarge { limit: 1_000 };
+    assert_eq!(to_wav_within(&ogg, small).unwrap_err(), too_large);
+    assert_eq!(probe(&ogg, small).unwrap_err(), too_large);
+    assert_eq!(streamed_within(&ogg, small).unwrap_err().0, too_large);
 
     let short = Limits {
         max_input_bytes: 1 << 20,
         max_duration_ms: 1_000,
     };
-    let err = convert_buffer(
-        &ogg,
-        InputSpec::default(),
-        OutputSpec::new(AudioFormat::Wav),
-        short,
-    )
-    .unwrap_err();
+    let err = to_wav_within(&ogg, short).unwrap_err();
     assert_eq!(
         err,
         TranscodeError::TooLong {
@@ -211,15 +200,7 @@ fn limits_are_enforced_before_work() {
             limit_ms: 1_000
         }
     );
-    let mut out = Vec::new();
-    let err = convert(
-        &ogg[..],
-        InputSpec::default(),
-        &mut out,
-        OutputSpec::new(AudioFormat::Wav),
-        short,
-    )
-    .unwrap_err();
+    let (err, written) = streamed_within(&ogg, short).unwrap_err();
     assert!(
         matches!(
             err,
@@ -232,9 +213,9 @@ fn limits_are_enforced_before_work() {
     );
     // The streaming path stopped near the limit rather than decoding it all.
     assert!(
-        out.len() < 2 * 16_000 * 2,
+        written.len() < 2 * 16_000 * 2,
         "wrote {} bytes past the limit",
-        out.len()
+        written.len()
     );
 }
 
