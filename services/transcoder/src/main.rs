@@ -210,6 +210,14 @@ fn convert_file(
         file.seek(SeekFrom::Start(0))?;
         file.write_all(&header[..WAV_HEADER_LEN])?;
     }
+    // Temporary files are created private (0600); the output is an ordinary file.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        staged
+            .as_file()
+            .set_permissions(std::fs::Permissions::from_mode(0o644))?;
+    }
     staged
         .persist(output)
         .with_context(|| format!("cannot create {}", output.display()))?;

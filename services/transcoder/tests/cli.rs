@@ -42,6 +42,16 @@ fn convert_and_probe_files() {
     );
     let reader = hound::WavReader::open(&wav).unwrap();
     assert_eq!(reader.spec().sample_rate, 8_000);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(&wav).unwrap().permissions().mode() & 0o777;
+        assert_eq!(
+            mode & 0o044,
+            0o044,
+            "output is readable like any file, got {mode:o}"
+        );
+    }
     assert_eq!(reader.len(), 16_000);
 
     // And back to a voice note.
