@@ -2,6 +2,8 @@
 //!
 //! Logs go to stderr, pretty for people or JSON for collectors
 //! (`PARLEY_LOG_FORMAT`), filtered by `RUST_LOG` (default `info`). Spans are
+//! filtered separately by `PARLEY_TRACE_FILTER` (default `info`), so quiet
+//! logs do not silence traces. Spans are
 //! exported over OTLP/gRPC when the standard `OTEL_EXPORTER_OTLP_ENDPOINT` is
 //! set, under `OTEL_SERVICE_NAME` (default: the binary's name). The W3C
 //! trace-context propagator is installed either way, so `traceparent` headers
@@ -14,7 +16,7 @@ use opentelemetry_sdk::{
     runtime,
     trace::{SdkTracerProvider, span_processor_with_async_runtime::BatchSpanProcessor},
 };
-use tracing_subscriber::{EnvFilter, layer::SubscriberExt, util::SubscriberInitExt};
+use tracing_subscriber::{EnvFilter, Layer as _, layer::SubscriberExt, util::SubscriberInitExt};
 
 use crate::config::Settings;
 
@@ -46,8 +48,11 @@ pub struct TelemetryConfig {
     pub service_name: String,
     /// Log line format.
     pub log_format: LogFormat,
-    /// `RUST_LOG`-style filter.
+    /// `RUST_LOG`-style filter for log lines.
     pub log_filter: String,
+    /// Filter for exported spans (`PARLEY_TRACE_FILTER`, default `info`),
+    /// separate from the log filter so quiet logs keep full traces.
+    pub trace_filter: String,
     /// OTLP/gRPC collector address; spans are only exported when set.
     pub otlp_endpoint: Option<String>,
 }
@@ -63,6 +68,9 @@ impl TelemetryConfig {
             log_format: settings.parse("log_format", LogFormat::Pretty),
             log_filter: settings
                 .external("RUST_LOG")
+                .unwrap_or_else(|| "info".to_owned()),
+            trace_filter: settings
+                .raw("trace_filter")
                 .unwrap_or_else(|| "info".to_owned()),
             otlp_endpoint: settings.external("OTEL_EXPORTER_OTLP_ENDPOINT"),
         }
@@ -89,8 +97,10 @@ impl Drop for TelemetryGuard {
 /// tokio runtime, before serving.
 pub fn init(config: &TelemetryConfig) -> Result<TelemetryGuard, Box<dyn std::error::Error>> {
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
-    let filter = EnvFilter::try_new(&config.log_filter)
+    let log_filter = EnvFilter::try_new(&config.log_filter)
         .map_err(|e| format!("RUST_LOG = {:?}: {e}", config.log_filter))?;
+    let trace_filter = EnvFilter::try_new(&config.trace_filter)
+        .map_err(|e| format!("PARLEY_TRACE_FILTER = {:?}: {e}", config.trace_filter))?;
 
     // A provider is installed even without an exporter: spans then still get
     // real trace and span ids, so incoming `traceparent`s are continued and
@@ -113,20 +123,20 @@ pub fn init(config: &TelemetryConfig) -> Result<TelemetryGuard, Box<dyn std::err
     let otel_layer =
         tracing_opentelemetry::layer().with_tracer(provider.tracer(config.service_name.clone()));
 
-    let registry = tracing_subscriber::registry().with(filter).with(otel_layer);
-    match config.log_format {
-        LogFormat::Pretty => registry
-            .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
-            .try_init()?,
-        LogFormat::Json => registry
-            .with(
-                tracing_subscriber::fmt::layer()
-                    .json()
-                    .with_current_span(true)
-                    .with_writer(std::io::stderr),
-            )
-            .try_init()?,
-    }
+    let fmt_layer = match config.log_format {
+        LogFormat::Pretty => tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .boxed(),
+        LogFormat::Json => tracing_subscriber::fmt::layer()
+            .json()
+            .with_current_span(true)
+            .with_writer(std::io::stderr)
+            .boxed(),
+    };
+    tracing_subscriber::registry()
+        .with(otel_layer.with_filter(trace_filter))
+        .with(fmt_layer.with_filter(log_filter))
+        .try_init()?;
     Ok(TelemetryGuard {
         provider: Some(provider),
     })

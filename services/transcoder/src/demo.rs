@@ -51,6 +51,7 @@ pub async fn run(seconds: f64, out_dir: &Path) -> anyhow::Result<()> {
         service_name: "parley-transcoder-demo".into(),
         log_format: LogFormat::Pretty,
         log_filter: std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
+        trace_filter: "info".into(),
         otlp_endpoint: std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT").ok(),
     })
     .map_err(|e| anyhow::anyhow!("{e}"))?;
