@@ -4,6 +4,7 @@
 
 use clap::{Parser, Subcommand};
 
+mod session;
 mod transcoder;
 
 #[derive(Parser)]
@@ -22,10 +23,14 @@ enum Command {
     /// streaming), ffmpeg as the AWS sample runs it, and a libopus
     /// decode-only loop (the physical limit).
     Transcoder(transcoder::Options),
+    /// Session lookups and claims per second through gRPC, with latency
+    /// percentiles, on the embedded store.
+    Session(session::Options),
 }
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Transcoder(options) => transcoder::run(options),
+        Command::Session(options) => session::run(options),
     }
 }

@@ -11,15 +11,18 @@ use aws_sdk_dynamodb::{
     error::{ProvideErrorMetadata, SdkError},
     primitives::Blob,
     types::{
-        AttributeDefinition, AttributeValue, BillingMode, Delete, GlobalSecondaryIndex, KeySchemaElement, KeyType,
-        Projection, ProjectionType, Put, ReturnValue, ScalarAttributeType, TimeToLiveSpecification,
-        TransactWriteItem,
+        AttributeDefinition, AttributeValue, BillingMode, Delete, GlobalSecondaryIndex,
+        KeySchemaElement, KeyType, Projection, ProjectionType, Put, ReturnValue,
+        ScalarAttributeType, TimeToLiveSpecification, TransactWriteItem,
     },
 };
 
 use crate::{
     error::{Result, SessionError},
-    model::{ActiveChat, ClaimOutcome, ConversationKey, Lease, LeaseAttempt, MessageOrigin, Millis, PendingMessage, PendingState},
+    model::{
+        ActiveChat, ClaimOutcome, ConversationKey, Lease, LeaseAttempt, MessageOrigin, Millis,
+        PendingMessage, PendingState,
+    },
     store::{SessionStore, millis, new_token},
 };
 
@@ -53,7 +56,9 @@ fn n(value: impl ToString) -> AttributeValue {
 fn get_s(item: &Item, name: &str) -> Result<String> {
     match item.get(name) {
         Some(AttributeValue::S(v)) => Ok(v.clone()),
-        _ => Err(SessionError::Store(format!("item lacks string attribute {name}"))),
+        _ => Err(SessionError::Store(format!(
+            "item lacks string attribute {name}"
+        ))),
     }
 }
 
@@ -62,18 +67,25 @@ fn get_n(item: &Item, name: &str) -> Result<i64> {
         Some(AttributeValue::N(v)) => v
             .parse::<i64>()
             .map_err(|e| SessionError::Store(format!("attribute {name} is not an integer: {e}"))),
-        _ => Err(SessionError::Store(format!("item lacks number attribute {name}"))),
+        _ => Err(SessionError::Store(format!(
+            "item lacks number attribute {name}"
+        ))),
     }
 }
 
-fn store_error<E: ProvideErrorMetadata + std::fmt::Debug, R>(error: SdkError<E, R>) -> SessionError {
+fn store_error<E: ProvideErrorMetadata + std::fmt::Debug, R>(
+    error: SdkError<E, R>,
+) -> SessionError {
     let code = error.code().unwrap_or("unknown").to_owned();
     let message = error.message().unwrap_or_default().to_owned();
     SessionError::Store(format!("dynamodb {code}: {message}"))
 }
 
 fn condition_failed<E: ProvideErrorMetadata, R>(error: &SdkError<E, R>) -> bool {
-    matches!(error.code(), Some("ConditionalCheckFailedException" | "TransactionCanceledException"))
+    matches!(
+        error.code(),
+        Some("ConditionalCheckFailedException" | "TransactionCanceledException")
+    )
 }
 
 fn chat_pk(key: &ConversationKey) -> String {
@@ -102,7 +114,10 @@ fn chat_item(chat: &ActiveChat) -> Item {
         ("participantId".to_owned(), s(&chat.participant_id)),
         ("participantToken".to_owned(), s(&chat.participant_token)),
         ("connectionToken".to_owned(), s(&chat.connection_token)),
-        ("connectionExpiresAtMs".to_owned(), n(chat.connection_expires_at_ms)),
+        (
+            "connectionExpiresAtMs".to_owned(),
+            n(chat.connection_expires_at_ms),
+        ),
         ("displayName".to_owned(), s(&chat.customer_display_name)),
         ("channel".to_owned(), s(&chat.channel)),
         ("createdAtMs".to_owned(), n(chat.created_at_ms)),
@@ -169,7 +184,11 @@ impl DynamoStore {
             GlobalSecondaryIndex::builder()
                 .index_name(name)
                 .set_key_schema(Some(keys))
-                .projection(Projection::builder().projection_type(ProjectionType::All).build())
+                .projection(
+                    Projection::builder()
+                        .projection_type(ProjectionType::All)
+                        .build(),
+                )
                 .build()
                 .expect("name, keys and projection are set")
         };
@@ -185,10 +204,16 @@ impl DynamoStore {
             .attribute_definitions(attribute("lastAppendAtMs", ScalarAttributeType::N))
             .key_schema(key("pk", KeyType::Hash))
             .global_secondary_indexes(index(CONTACT_INDEX, vec![key("contactId", KeyType::Hash)]))
-            .global_secondary_indexes(index(INITIAL_CONTACT_INDEX, vec![key("initialContactId", KeyType::Hash)]))
+            .global_secondary_indexes(index(
+                INITIAL_CONTACT_INDEX,
+                vec![key("initialContactId", KeyType::Hash)],
+            ))
             .global_secondary_indexes(index(
                 DUE_INDEX,
-                vec![key("dueShard", KeyType::Hash), key("lastAppendAtMs", KeyType::Range)],
+                vec![
+                    key("dueShard", KeyType::Hash),
+                    key("lastAppendAtMs", KeyType::Range),
+                ],
             ))
             .send()
             .await;
@@ -226,11 +251,20 @@ impl DynamoStore {
     }
 
     /// Raw item access for tests that check stored attribute types.
-    pub async fn raw_chat_item(&self, key: &ConversationKey) -> Result<Option<HashMap<String, AttributeValue>>> {
+    pub async fn raw_chat_item(
+        &self,
+        key: &ConversationKey,
+    ) -> Result<Option<HashMap<String, AttributeValue>>> {
         self.get(chat_pk(key)).await
     }
 
-    async fn query_contact(&self, index: &str, attribute: &str, contact_id: &str, now: Millis) -> Result<Option<ActiveChat>> {
+    async fn query_contact(
+        &self,
+        index: &str,
+        attribute: &str,
+        contact_id: &str,
+        now: Millis,
+    ) -> Result<Option<ActiveChat>> {
         let items = self
             .client
             .query()
@@ -264,15 +298,26 @@ impl SessionStore for DynamoStore {
     }
 
     async fn chat_by_contact(&self, contact_id: &str, now: Millis) -> Result<Option<ActiveChat>> {
-        match self.query_contact(CONTACT_INDEX, "contactId", contact_id, now).await? {
+        match self
+            .query_contact(CONTACT_INDEX, "contactId", contact_id, now)
+            .await?
+        {
             Some(chat) => Ok(Some(chat)),
-            None => self.query_contact(INITIAL_CONTACT_INDEX, "initialContactId", contact_id, now).await,
+            None => {
+                self.query_contact(INITIAL_CONTACT_INDEX, "initialContactId", contact_id, now)
+                    .await
+            }
         }
     }
 
-    async fn try_lease(&self, key: &ConversationKey, ttl: Duration, now: Millis) -> Result<LeaseAttempt> {
+    async fn try_lease(
+        &self,
+        key: &ConversationKey,
+        ttl: Duration,
+        now: Millis,
+    ) -> Result<LeaseAttempt> {
         if let Some(chat) = self.chat_by_key(key, now).await? {
-            return Ok(LeaseAttempt::Exists(chat));
+            return Ok(LeaseAttempt::Exists(Box::new(chat)));
         }
         let lease = Lease {
             lease_id: new_token(),
@@ -305,12 +350,17 @@ impl SessionStore for DynamoStore {
         // lease we now hold: look again, so that chat is never duplicated.
         if let Some(chat) = self.chat_by_key(key, now).await? {
             self.abandon_creation(key, &lease.lease_id).await?;
-            return Ok(LeaseAttempt::Exists(chat));
+            return Ok(LeaseAttempt::Exists(Box::new(chat)));
         }
         Ok(LeaseAttempt::Granted(lease))
     }
 
-    async fn complete_creation(&self, lease_id: &str, mut chat: ActiveChat, now: Millis) -> Result<ActiveChat> {
+    async fn complete_creation(
+        &self,
+        lease_id: &str,
+        mut chat: ActiveChat,
+        now: Millis,
+    ) -> Result<ActiveChat> {
         chat.version = 1;
         chat.created_at_ms = now;
         chat.updated_at_ms = now;
@@ -369,7 +419,9 @@ impl SessionStore for DynamoStore {
     async fn update_chat(&self, mut chat: ActiveChat, now: Millis) -> Result<ActiveChat> {
         let expected = chat.version;
         let Some(stored) = self.chat_by_key(&chat.key, now).await? else {
-            return Err(SessionError::NotFound("no active chat for this conversation".into()));
+            return Err(SessionError::NotFound(
+                "no active chat for this conversation".into(),
+            ));
         };
         chat.version = expected + 1;
         chat.created_at_ms = stored.created_at_ms;
@@ -456,7 +508,13 @@ impl SessionStore for DynamoStore {
         }
     }
 
-    async fn complete_claim(&self, origin: MessageOrigin, message_id: &str, token: &str, _now: Millis) -> Result<()> {
+    async fn complete_claim(
+        &self,
+        origin: MessageOrigin,
+        message_id: &str,
+        token: &str,
+        _now: Millis,
+    ) -> Result<()> {
         let updated = self
             .client
             .update_item()
@@ -471,12 +529,19 @@ impl SessionStore for DynamoStore {
             .await;
         match updated {
             Ok(_) => Ok(()),
-            Err(e) if condition_failed(&e) => Err(SessionError::Precondition("this claim is not held by that token".into())),
+            Err(e) if condition_failed(&e) => Err(SessionError::Precondition(
+                "this claim is not held by that token".into(),
+            )),
             Err(e) => Err(store_error(e)),
         }
     }
 
-    async fn release_claim(&self, origin: MessageOrigin, message_id: &str, token: &str) -> Result<()> {
+    async fn release_claim(
+        &self,
+        origin: MessageOrigin,
+        message_id: &str,
+        token: &str,
+    ) -> Result<()> {
         let deleted = self
             .client
             .delete_item()
@@ -495,11 +560,20 @@ impl SessionStore for DynamoStore {
         }
     }
 
-    async fn append_pending(&self, key: &ConversationKey, message: PendingMessage, ttl: Duration, now: Millis) -> Result<PendingState> {
+    async fn append_pending(
+        &self,
+        key: &ConversationKey,
+        message: PendingMessage,
+        ttl: Duration,
+        now: Millis,
+    ) -> Result<PendingState> {
         let entry = AttributeValue::M(HashMap::from([
             ("id".to_owned(), s(&message.message_id)),
             ("at".to_owned(), n(message.received_at_ms)),
-            ("payload".to_owned(), AttributeValue::B(Blob::new(message.payload))),
+            (
+                "payload".to_owned(),
+                AttributeValue::B(Blob::new(message.payload)),
+            ),
         ]));
         let expires_ms = now + millis(ttl);
         let updated = self
@@ -526,7 +600,10 @@ impl SessionStore for DynamoStore {
             .expression_attribute_values(":due", s(DUE_SHARD))
             .expression_attribute_values(":expMs", n(expires_ms))
             .expression_attribute_values(":exp", n(expires_ms / 1000 + 1))
-            .expression_attribute_values(":idSet", AttributeValue::Ss(vec![message.message_id.clone()]))
+            .expression_attribute_values(
+                ":idSet",
+                AttributeValue::Ss(vec![message.message_id.clone()]),
+            )
             .expression_attribute_values(":id", s(&message.message_id))
             .return_values(ReturnValue::AllNew)
             .send()
@@ -545,7 +622,11 @@ impl SessionStore for DynamoStore {
         }
     }
 
-    async fn take_pending(&self, key: &ConversationKey, expected_version: u64) -> Result<Vec<PendingMessage>> {
+    async fn take_pending(
+        &self,
+        key: &ConversationKey,
+        expected_version: u64,
+    ) -> Result<Vec<PendingMessage>> {
         let mut delete = self
             .client
             .delete_item()
@@ -590,7 +671,12 @@ impl SessionStore for DynamoStore {
             .collect()
     }
 
-    async fn list_due(&self, quiet_for: Duration, limit: usize, now: Millis) -> Result<Vec<PendingState>> {
+    async fn list_due(
+        &self,
+        quiet_for: Duration,
+        limit: usize,
+        now: Millis,
+    ) -> Result<Vec<PendingState>> {
         let items = self
             .client
             .query()
@@ -610,7 +696,8 @@ impl SessionStore for DynamoStore {
         items
             .iter()
             .map(|item| {
-                let key = ConversationKey::new(&get_s(item, "business")?, &get_s(item, "customer")?)?;
+                let key =
+                    ConversationKey::new(&get_s(item, "business")?, &get_s(item, "customer")?)?;
                 pending_from_item(&key, item)
             })
             .collect()

@@ -14,7 +14,10 @@ use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 
 use crate::{
     error::{Result, SessionError},
-    model::{ActiveChat, ClaimOutcome, ConversationKey, Lease, LeaseAttempt, MessageOrigin, Millis, PendingMessage, PendingState},
+    model::{
+        ActiveChat, ClaimOutcome, ConversationKey, Lease, LeaseAttempt, MessageOrigin, Millis,
+        PendingMessage, PendingState,
+    },
     store::{SessionStore, millis, new_token},
 };
 
@@ -103,7 +106,9 @@ impl EmbeddedStore {
     }
 
     fn from_connection(connection: Connection) -> Result<Self> {
-        connection.busy_timeout(Duration::from_secs(5)).map_err(store_error)?;
+        connection
+            .busy_timeout(Duration::from_secs(5))
+            .map_err(store_error)?;
         connection.execute_batch(SCHEMA).map_err(store_error)?;
         Ok(Self {
             connection: Arc::new(Mutex::new(connection)),
@@ -117,7 +122,9 @@ impl EmbeddedStore {
     ) -> Result<T> {
         let connection = self.connection.clone();
         tokio::task::spawn_blocking(move || {
-            let mut connection = connection.lock().map_err(|_| store_error("connection lock poisoned"))?;
+            let mut connection = connection
+                .lock()
+                .map_err(|_| store_error("connection lock poisoned"))?;
             let tx = connection
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(store_error)?;
@@ -154,7 +161,9 @@ impl EmbeddedStore {
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(interval).await;
-                let Some(connection) = weak.upgrade() else { break };
+                let Some(connection) = weak.upgrade() else {
+                    break;
+                };
                 let store = EmbeddedStore { connection };
                 match store.sweep(crate::clock::now_ms()).await {
                     Ok(0) => {}
@@ -193,8 +202,15 @@ fn chat_from_row(row: &Row<'_>) -> rusqlite::Result<(String, String, ActiveChat)
     ))
 }
 
-fn select_chat(tx: &rusqlite::Connection, filter: &str, arg: &str, now: Millis) -> Result<Option<ActiveChat>> {
-    let sql = format!("SELECT {CHAT_COLUMNS} FROM chats WHERE {filter} AND expires_at_s * 1000 > ?2 LIMIT 1");
+fn select_chat(
+    tx: &rusqlite::Connection,
+    filter: &str,
+    arg: &str,
+    now: Millis,
+) -> Result<Option<ActiveChat>> {
+    let sql = format!(
+        "SELECT {CHAT_COLUMNS} FROM chats WHERE {filter} AND expires_at_s * 1000 > ?2 LIMIT 1"
+    );
     tx.query_row(&sql, params![arg, now], chat_from_row)
         .optional()
         .map(|found| found.map(|(_, _, chat)| chat))
@@ -248,29 +264,39 @@ fn pending_state(tx: &rusqlite::Connection, key: &ConversationKey) -> Result<Pen
 impl SessionStore for EmbeddedStore {
     async fn chat_by_key(&self, key: &ConversationKey, now: Millis) -> Result<Option<ActiveChat>> {
         let id = key.storage_id();
-        self.transact(move |tx| select_chat(tx, "conv = ?1", &id, now)).await
+        self.transact(move |tx| select_chat(tx, "conv = ?1", &id, now))
+            .await
     }
 
     async fn chat_by_contact(&self, contact_id: &str, now: Millis) -> Result<Option<ActiveChat>> {
         let id = contact_id.to_owned();
-        self.transact(move |tx| {
-            match select_chat(tx, "contact_id = ?1", &id, now)? {
+        self.transact(
+            move |tx| match select_chat(tx, "contact_id = ?1", &id, now)? {
                 Some(chat) => Ok(Some(chat)),
                 None => select_chat(tx, "initial_contact_id = ?1", &id, now),
-            }
-        })
+            },
+        )
         .await
     }
 
-    async fn try_lease(&self, key: &ConversationKey, ttl: Duration, now: Millis) -> Result<LeaseAttempt> {
+    async fn try_lease(
+        &self,
+        key: &ConversationKey,
+        ttl: Duration,
+        now: Millis,
+    ) -> Result<LeaseAttempt> {
         let key = key.clone();
         self.transact(move |tx| {
             let id = key.storage_id();
             if let Some(chat) = select_chat(tx, "conv = ?1", &id, now)? {
-                return Ok(LeaseAttempt::Exists(chat));
+                return Ok(LeaseAttempt::Exists(Box::new(chat)));
             }
             let held: Option<Millis> = tx
-                .query_row("SELECT expires_at_ms FROM leases WHERE conv = ?1", [&id], |r| r.get(0))
+                .query_row(
+                    "SELECT expires_at_ms FROM leases WHERE conv = ?1",
+                    [&id],
+                    |r| r.get(0),
+                )
                 .optional()
                 .map_err(store_error)?;
             if let Some(until_ms) = held.filter(|&until| until > now) {
@@ -290,7 +316,12 @@ impl SessionStore for EmbeddedStore {
         .await
     }
 
-    async fn complete_creation(&self, lease_id: &str, mut chat: ActiveChat, now: Millis) -> Result<ActiveChat> {
+    async fn complete_creation(
+        &self,
+        lease_id: &str,
+        mut chat: ActiveChat,
+        now: Millis,
+    ) -> Result<ActiveChat> {
         let lease_id = lease_id.to_owned();
         self.transact(move |tx| {
             let id = chat.key.storage_id();
@@ -300,7 +331,9 @@ impl SessionStore for EmbeddedStore {
                 ));
             }
             let holder: Option<String> = tx
-                .query_row("SELECT lease_id FROM leases WHERE conv = ?1", [&id], |r| r.get(0))
+                .query_row("SELECT lease_id FROM leases WHERE conv = ?1", [&id], |r| {
+                    r.get(0)
+                })
                 .optional()
                 .map_err(store_error)?;
             if holder.as_deref().is_some_and(|h| h != lease_id) {
@@ -312,7 +345,8 @@ impl SessionStore for EmbeddedStore {
             chat.created_at_ms = now;
             chat.updated_at_ms = now;
             write_chat(tx, &chat)?;
-            tx.execute("DELETE FROM leases WHERE conv = ?1", [&id]).map_err(store_error)?;
+            tx.execute("DELETE FROM leases WHERE conv = ?1", [&id])
+                .map_err(store_error)?;
             Ok(chat)
         })
         .await
@@ -321,8 +355,11 @@ impl SessionStore for EmbeddedStore {
     async fn abandon_creation(&self, key: &ConversationKey, lease_id: &str) -> Result<()> {
         let (id, lease_id) = (key.storage_id(), lease_id.to_owned());
         self.transact(move |tx| {
-            tx.execute("DELETE FROM leases WHERE conv = ?1 AND lease_id = ?2", [id, lease_id])
-                .map_err(store_error)?;
+            tx.execute(
+                "DELETE FROM leases WHERE conv = ?1 AND lease_id = ?2",
+                [id, lease_id],
+            )
+            .map_err(store_error)?;
             Ok(())
         })
         .await
@@ -330,8 +367,10 @@ impl SessionStore for EmbeddedStore {
 
     async fn update_chat(&self, mut chat: ActiveChat, now: Millis) -> Result<ActiveChat> {
         self.transact(move |tx| {
-            let stored = select_chat(tx, "conv = ?1", &chat.key.storage_id(), now)?
-                .ok_or_else(|| SessionError::NotFound("no active chat for this conversation".into()))?;
+            let stored =
+                select_chat(tx, "conv = ?1", &chat.key.storage_id(), now)?.ok_or_else(|| {
+                    SessionError::NotFound("no active chat for this conversation".into())
+                })?;
             if stored.version != chat.version {
                 return Err(SessionError::Conflict(format!(
                     "chat is at version {}, update was for {}",
@@ -398,7 +437,13 @@ impl SessionStore for EmbeddedStore {
         .await
     }
 
-    async fn complete_claim(&self, origin: MessageOrigin, message_id: &str, token: &str, _now: Millis) -> Result<()> {
+    async fn complete_claim(
+        &self,
+        origin: MessageOrigin,
+        message_id: &str,
+        token: &str,
+        _now: Millis,
+    ) -> Result<()> {
         let (id, token) = (message_id.to_owned(), token.to_owned());
         self.transact(move |tx| {
             let updated = tx
@@ -415,7 +460,12 @@ impl SessionStore for EmbeddedStore {
         .await
     }
 
-    async fn release_claim(&self, origin: MessageOrigin, message_id: &str, token: &str) -> Result<()> {
+    async fn release_claim(
+        &self,
+        origin: MessageOrigin,
+        message_id: &str,
+        token: &str,
+    ) -> Result<()> {
         let (id, token) = (message_id.to_owned(), token.to_owned());
         self.transact(move |tx| {
             tx.execute(
@@ -428,7 +478,13 @@ impl SessionStore for EmbeddedStore {
         .await
     }
 
-    async fn append_pending(&self, key: &ConversationKey, message: PendingMessage, ttl: Duration, now: Millis) -> Result<PendingState> {
+    async fn append_pending(
+        &self,
+        key: &ConversationKey,
+        message: PendingMessage,
+        ttl: Duration,
+        now: Millis,
+    ) -> Result<PendingState> {
         let key = key.clone();
         self.transact(move |tx| {
             let id = key.storage_id();
@@ -469,7 +525,11 @@ impl SessionStore for EmbeddedStore {
         self.transact(move |tx| pending_state(tx, &key)).await
     }
 
-    async fn take_pending(&self, key: &ConversationKey, expected_version: u64) -> Result<Vec<PendingMessage>> {
+    async fn take_pending(
+        &self,
+        key: &ConversationKey,
+        expected_version: u64,
+    ) -> Result<Vec<PendingMessage>> {
         let key = key.clone();
         self.transact(move |tx| {
             let id = key.storage_id();
@@ -501,7 +561,12 @@ impl SessionStore for EmbeddedStore {
         .await
     }
 
-    async fn list_due(&self, quiet_for: Duration, limit: usize, now: Millis) -> Result<Vec<PendingState>> {
+    async fn list_due(
+        &self,
+        quiet_for: Duration,
+        limit: usize,
+        now: Millis,
+    ) -> Result<Vec<PendingState>> {
         self.transact(move |tx| {
             let mut statement = tx
                 .prepare(

@@ -14,7 +14,10 @@ use tonic::{Request, Response, Status};
 use crate::{
     clock::now_ms,
     error::SessionError,
-    model::{ActiveChat, ClaimOutcome, ConversationKey, LeaseAttempt, MessageOrigin, PendingMessage, PendingState, require},
+    model::{
+        ActiveChat, ClaimOutcome, ConversationKey, LeaseAttempt, MessageOrigin, PendingMessage,
+        PendingState, require,
+    },
     store::SessionStore,
 };
 
@@ -80,10 +83,14 @@ impl SessionService {
 /// The one mapping from [`SessionError`] to a gRPC status.
 pub fn status(error: SessionError) -> Status {
     let (code, reason) = match &error {
-        SessionError::InvalidArgument(_) => (tonic::Code::InvalidArgument, ErrorReason::InvalidRequest),
+        SessionError::InvalidArgument(_) => {
+            (tonic::Code::InvalidArgument, ErrorReason::InvalidRequest)
+        }
         SessionError::NotFound(_) => (tonic::Code::NotFound, ErrorReason::Unspecified),
         SessionError::Conflict(_) => (tonic::Code::Aborted, ErrorReason::Unspecified),
-        SessionError::Precondition(_) => (tonic::Code::FailedPrecondition, ErrorReason::Unspecified),
+        SessionError::Precondition(_) => {
+            (tonic::Code::FailedPrecondition, ErrorReason::Unspecified)
+        }
         SessionError::Busy(_) => (tonic::Code::Unavailable, ErrorReason::Unspecified),
         SessionError::Store(_) => (tonic::Code::Unavailable, ErrorReason::Unspecified),
     };
@@ -110,7 +117,8 @@ fn key_to(key: &ConversationKey) -> common_pb::ConversationKey {
 }
 
 fn chat_from(chat: Option<pb::ActiveChat>, default_expiry_s: i64) -> Result<ActiveChat, Status> {
-    let chat = chat.ok_or_else(|| status(SessionError::InvalidArgument("chat: is missing".into())))?;
+    let chat =
+        chat.ok_or_else(|| status(SessionError::InvalidArgument("chat: is missing".into())))?;
     let active = ActiveChat {
         key: key_from(chat.key)?,
         contact_id: chat.contact_id,
@@ -123,7 +131,11 @@ fn chat_from(chat: Option<pb::ActiveChat>, default_expiry_s: i64) -> Result<Acti
         channel: chat.channel,
         created_at_ms: chat.created_at_ms,
         updated_at_ms: chat.updated_at_ms,
-        expires_at_s: if chat.expires_at_s > 0 { chat.expires_at_s } else { default_expiry_s },
+        expires_at_s: if chat.expires_at_s > 0 {
+            chat.expires_at_s
+        } else {
+            default_expiry_s
+        },
         version: chat.version,
     };
     active.validate().map_err(status)?;
@@ -174,25 +186,43 @@ fn origin_from(value: i32) -> Result<MessageOrigin, Status> {
 }
 
 fn seconds_or(value: u32, default: Duration) -> Duration {
-    if value == 0 { default } else { Duration::from_secs(u64::from(value)) }
+    if value == 0 {
+        default
+    } else {
+        Duration::from_secs(u64::from(value))
+    }
 }
 
 fn millis_or(value: u32, default: Duration) -> Duration {
-    if value == 0 { default } else { Duration::from_millis(u64::from(value)) }
+    if value == 0 {
+        default
+    } else {
+        Duration::from_millis(u64::from(value))
+    }
 }
 
 #[tonic::async_trait]
 impl Session for SessionService {
-    async fn ensure_chat(&self, request: Request<pb::EnsureChatRequest>) -> Result<Response<pb::EnsureChatResponse>, Status> {
+    async fn ensure_chat(
+        &self,
+        request: Request<pb::EnsureChatRequest>,
+    ) -> Result<Response<pb::EnsureChatResponse>, Status> {
         let request = request.into_inner();
         let key = key_from(request.key)?;
-        let wait = millis_or(request.max_wait_ms, self.config.default_wait).min(self.config.max_wait);
+        let wait =
+            millis_or(request.max_wait_ms, self.config.default_wait).min(self.config.max_wait);
         let lease_ttl = millis_or(request.lease_ttl_ms, self.config.lease_ttl);
         let deadline = tokio::time::Instant::now() + wait;
         loop {
-            let outcome = self.store.try_lease(&key, lease_ttl, now_ms()).await.map_err(status)?;
+            let outcome = self
+                .store
+                .try_lease(&key, lease_ttl, now_ms())
+                .await
+                .map_err(status)?;
             let outcome = match outcome {
-                LeaseAttempt::Exists(chat) => pb::ensure_chat_response::Outcome::Chat(chat_to(&chat)),
+                LeaseAttempt::Exists(chat) => {
+                    pb::ensure_chat_response::Outcome::Chat(chat_to(&chat))
+                }
                 LeaseAttempt::Granted(lease) => {
                     tracing::info!(conversation = %key.fingerprint(), "creation lease granted");
                     pb::ensure_chat_response::Outcome::Lease(pb::CreationLease {
@@ -210,7 +240,9 @@ impl Session for SessionService {
                     continue;
                 }
             };
-            return Ok(Response::new(pb::EnsureChatResponse { outcome: Some(outcome) }));
+            return Ok(Response::new(pb::EnsureChatResponse {
+                outcome: Some(outcome),
+            }));
         }
     }
 
@@ -221,8 +253,15 @@ impl Session for SessionService {
         let request = request.into_inner();
         require("lease_id", &request.lease_id).map_err(status)?;
         let now = now_ms();
-        let chat = chat_from(request.chat, now / 1000 + self.config.chat_ttl.as_secs() as i64)?;
-        let stored = self.store.complete_creation(&request.lease_id, chat, now).await.map_err(status)?;
+        let chat = chat_from(
+            request.chat,
+            now / 1000 + self.config.chat_ttl.as_secs() as i64,
+        )?;
+        let stored = self
+            .store
+            .complete_creation(&request.lease_id, chat, now)
+            .await
+            .map_err(status)?;
         tracing::info!(conversation = %stored.key.fingerprint(), contact_id = %stored.contact_id, "chat stored");
         Ok(chat_response(stored))
     }
@@ -234,7 +273,10 @@ impl Session for SessionService {
         let request = request.into_inner();
         let key = key_from(request.key)?;
         require("lease_id", &request.lease_id).map_err(status)?;
-        self.store.abandon_creation(&key, &request.lease_id).await.map_err(status)?;
+        self.store
+            .abandon_creation(&key, &request.lease_id)
+            .await
+            .map_err(status)?;
         Ok(Response::new(pb::AbandonChatCreationResponse {}))
     }
 
@@ -243,9 +285,16 @@ impl Session for SessionService {
         request: Request<pb::GetChatByConversationRequest>,
     ) -> Result<Response<pb::ActiveChatResponse>, Status> {
         let key = key_from(request.into_inner().key)?;
-        match self.store.chat_by_key(&key, now_ms()).await.map_err(status)? {
+        match self
+            .store
+            .chat_by_key(&key, now_ms())
+            .await
+            .map_err(status)?
+        {
             Some(chat) => Ok(chat_response(chat)),
-            None => Err(status(SessionError::NotFound("no active chat for this conversation".into()))),
+            None => Err(status(SessionError::NotFound(
+                "no active chat for this conversation".into(),
+            ))),
         }
     }
 
@@ -255,26 +304,51 @@ impl Session for SessionService {
     ) -> Result<Response<pb::ActiveChatResponse>, Status> {
         let contact_id = request.into_inner().contact_id;
         require("contact_id", &contact_id).map_err(status)?;
-        match self.store.chat_by_contact(&contact_id, now_ms()).await.map_err(status)? {
+        match self
+            .store
+            .chat_by_contact(&contact_id, now_ms())
+            .await
+            .map_err(status)?
+        {
             Some(chat) => Ok(chat_response(chat)),
-            None => Err(status(SessionError::NotFound(format!("no active chat for contact {contact_id}")))),
+            None => Err(status(SessionError::NotFound(format!(
+                "no active chat for contact {contact_id}"
+            )))),
         }
     }
 
-    async fn update_chat(&self, request: Request<pb::UpdateChatRequest>) -> Result<Response<pb::ActiveChatResponse>, Status> {
+    async fn update_chat(
+        &self,
+        request: Request<pb::UpdateChatRequest>,
+    ) -> Result<Response<pb::ActiveChatResponse>, Status> {
         let now = now_ms();
-        let chat = chat_from(request.into_inner().chat, now / 1000 + self.config.chat_ttl.as_secs() as i64)?;
-        Ok(chat_response(self.store.update_chat(chat, now).await.map_err(status)?))
+        let chat = chat_from(
+            request.into_inner().chat,
+            now / 1000 + self.config.chat_ttl.as_secs() as i64,
+        )?;
+        Ok(chat_response(
+            self.store.update_chat(chat, now).await.map_err(status)?,
+        ))
     }
 
-    async fn end_chat(&self, request: Request<pb::EndChatRequest>) -> Result<Response<pb::EndChatResponse>, Status> {
+    async fn end_chat(
+        &self,
+        request: Request<pb::EndChatRequest>,
+    ) -> Result<Response<pb::EndChatResponse>, Status> {
         let contact_id = request.into_inner().contact_id;
         require("contact_id", &contact_id).map_err(status)?;
-        let ended = self.store.end_chat(&contact_id, now_ms()).await.map_err(status)?;
+        let ended = self
+            .store
+            .end_chat(&contact_id, now_ms())
+            .await
+            .map_err(status)?;
         Ok(Response::new(pb::EndChatResponse { ended }))
     }
 
-    async fn claim_message(&self, request: Request<pb::ClaimMessageRequest>) -> Result<Response<pb::ClaimMessageResponse>, Status> {
+    async fn claim_message(
+        &self,
+        request: Request<pb::ClaimMessageRequest>,
+    ) -> Result<Response<pb::ClaimMessageResponse>, Status> {
         let request = request.into_inner();
         let origin = origin_from(request.origin)?;
         require("message_id", &request.message_id).map_err(status)?;
@@ -284,7 +358,10 @@ impl Session for SessionService {
                 origin,
                 &request.message_id,
                 seconds_or(request.ttl_s, self.config.claim_ttl),
-                seconds_or(request.in_progress_timeout_s, self.config.claim_in_progress_timeout),
+                seconds_or(
+                    request.in_progress_timeout_s,
+                    self.config.claim_in_progress_timeout,
+                ),
                 now_ms(),
             )
             .await
@@ -300,7 +377,10 @@ impl Session for SessionService {
         }))
     }
 
-    async fn complete_claim(&self, request: Request<pb::CompleteClaimRequest>) -> Result<Response<pb::CompleteClaimResponse>, Status> {
+    async fn complete_claim(
+        &self,
+        request: Request<pb::CompleteClaimRequest>,
+    ) -> Result<Response<pb::CompleteClaimResponse>, Status> {
         let request = request.into_inner();
         let origin = origin_from(request.origin)?;
         require("message_id", &request.message_id).map_err(status)?;
@@ -312,7 +392,10 @@ impl Session for SessionService {
         Ok(Response::new(pb::CompleteClaimResponse {}))
     }
 
-    async fn release_claim(&self, request: Request<pb::ReleaseClaimRequest>) -> Result<Response<pb::ReleaseClaimResponse>, Status> {
+    async fn release_claim(
+        &self,
+        request: Request<pb::ReleaseClaimRequest>,
+    ) -> Result<Response<pb::ReleaseClaimResponse>, Status> {
         let request = request.into_inner();
         let origin = origin_from(request.origin)?;
         require("message_id", &request.message_id).map_err(status)?;
@@ -324,7 +407,10 @@ impl Session for SessionService {
         Ok(Response::new(pb::ReleaseClaimResponse {}))
     }
 
-    async fn append_pending(&self, request: Request<pb::AppendPendingRequest>) -> Result<Response<pb::PendingState>, Status> {
+    async fn append_pending(
+        &self,
+        request: Request<pb::AppendPendingRequest>,
+    ) -> Result<Response<pb::PendingState>, Status> {
         let request = request.into_inner();
         let key = key_from(request.key)?;
         let message = request
@@ -344,12 +430,20 @@ impl Session for SessionService {
         Ok(Response::new(pending_to(state)))
     }
 
-    async fn peek_pending(&self, request: Request<pb::PeekPendingRequest>) -> Result<Response<pb::PendingState>, Status> {
+    async fn peek_pending(
+        &self,
+        request: Request<pb::PeekPendingRequest>,
+    ) -> Result<Response<pb::PendingState>, Status> {
         let key = key_from(request.into_inner().key)?;
-        Ok(Response::new(pending_to(self.store.peek_pending(&key).await.map_err(status)?)))
+        Ok(Response::new(pending_to(
+            self.store.peek_pending(&key).await.map_err(status)?,
+        )))
     }
 
-    async fn take_pending(&self, request: Request<pb::TakePendingRequest>) -> Result<Response<pb::TakePendingResponse>, Status> {
+    async fn take_pending(
+        &self,
+        request: Request<pb::TakePendingRequest>,
+    ) -> Result<Response<pb::TakePendingResponse>, Status> {
         let request = request.into_inner();
         let key = key_from(request.key)?;
         let messages = self
@@ -377,10 +471,18 @@ impl Session for SessionService {
         request: Request<pb::ListDuePendingRequest>,
     ) -> Result<Response<pb::ListDuePendingResponse>, Status> {
         let request = request.into_inner();
-        let limit = if request.limit == 0 { 100 } else { request.limit.min(1_000) } as usize;
+        let limit = if request.limit == 0 {
+            100
+        } else {
+            request.limit.min(1_000)
+        } as usize;
         let due = self
             .store
-            .list_due(Duration::from_millis(u64::from(request.quiet_for_ms)), limit, now_ms())
+            .list_due(
+                Duration::from_millis(u64::from(request.quiet_for_ms)),
+                limit,
+                now_ms(),
+            )
             .await
             .map_err(status)?;
         Ok(Response::new(pb::ListDuePendingResponse {

@@ -20,7 +20,11 @@ use parley_session::{
 const DEFAULT_LISTEN: &str = "0.0.0.0:50051";
 
 #[derive(Parser)]
-#[command(name = "parley-session", version, about = "Conversation state for Parley")]
+#[command(
+    name = "parley-session",
+    version,
+    about = "Conversation state for Parley"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -46,8 +50,14 @@ enum Backend {
 }
 
 fn backend(settings: &mut Settings<'_>) -> Backend {
-    let table = settings.raw("session_table").unwrap_or_else(|| "parley-sessions".into());
-    match settings.raw("session_backend").as_deref().unwrap_or("embedded") {
+    let table = settings
+        .raw("session_table")
+        .unwrap_or_else(|| "parley-sessions".into());
+    match settings
+        .raw("session_backend")
+        .as_deref()
+        .unwrap_or("embedded")
+    {
         "embedded" => Backend::Embedded(
             settings
                 .raw("session_db")
@@ -55,7 +65,10 @@ fn backend(settings: &mut Settings<'_>) -> Backend {
         ),
         "dynamodb" => Backend::DynamoDb(table),
         other => {
-            settings.problem("session_backend", format!("{other:?}: expected embedded or dynamodb"));
+            settings.problem(
+                "session_backend",
+                format!("{other:?}: expected embedded or dynamodb"),
+            );
             Backend::Embedded(PathBuf::new())
         }
     }
@@ -92,7 +105,8 @@ async fn run(command: Command) -> anyhow::Result<()> {
             }
             let store: Arc<dyn SessionStore> = match &backend {
                 Backend::Embedded(path) => {
-                    let store = EmbeddedStore::open(path).with_context(|| format!("opening {}", path.display()))?;
+                    let store = EmbeddedStore::open(path)
+                        .with_context(|| format!("opening {}", path.display()))?;
                     store.spawn_sweeper(Duration::from_secs(60));
                     Arc::new(store)
                 }

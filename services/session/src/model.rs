@@ -52,7 +52,10 @@ impl ConversationKey {
     /// A short, stable, non-reversible tag for logs and spans: phone numbers
     /// never appear in clear.
     pub fn fingerprint(&self) -> String {
-        let digest = Sha256::digest(format!("parley-conversation:{}#{}", self.business, self.customer));
+        let digest = Sha256::digest(format!(
+            "parley-conversation:{}#{}",
+            self.business, self.customer
+        ));
         digest[..6].iter().map(|b| format!("{b:02x}")).collect()
     }
 }
@@ -89,13 +92,17 @@ fn normalise_business(raw: &str) -> Result<String> {
     if raw.chars().all(|c| c.is_ascii_digit()) {
         return Ok(raw.to_owned());
     }
-    Err(invalid("expected a Meta phone-number id, phone-number-id-… or its ARN"))
+    Err(invalid(
+        "expected a Meta phone-number id, phone-number-id-… or its ARN",
+    ))
 }
 
 fn normalise_customer(raw: &str) -> Result<String> {
     let digits = raw.trim().strip_prefix('+').unwrap_or(raw.trim());
     if digits.is_empty() {
-        return Err(SessionError::InvalidArgument("customer_id: is empty".into()));
+        return Err(SessionError::InvalidArgument(
+            "customer_id: is empty".into(),
+        ));
     }
     if !digits.chars().all(|c| c.is_ascii_digit()) || !(6..=20).contains(&digits.len()) {
         return Err(SessionError::InvalidArgument(
@@ -168,7 +175,10 @@ impl ActiveChat {
         require("initial_contact_id", &self.initial_contact_id)?;
         require("participant_token", &self.participant_token)?;
         require("connection_token", &self.connection_token)?;
-        if self.customer_display_name.len() > 256 || self.channel.len() > 64 || self.participant_id.len() > MAX_FIELD_LEN {
+        if self.customer_display_name.len() > 256
+            || self.channel.len() > 64
+            || self.participant_id.len() > MAX_FIELD_LEN
+        {
             return Err(SessionError::InvalidArgument(
                 "customer_display_name (256), channel (64) or participant_id is too long".into(),
             ));
@@ -287,7 +297,7 @@ pub struct Lease {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LeaseAttempt {
     /// A chat exists: use it.
-    Exists(ActiveChat),
+    Exists(Box<ActiveChat>),
     /// The caller holds the lease now.
     Granted(Lease),
     /// Another caller holds a live lease until then.
@@ -304,9 +314,24 @@ mod tests {
     #[test]
     fn business_numbers_normalise() {
         let arn = "arn:aws:social-messaging:us-east-1:123456789012:phone-number-id/0123abcd";
-        assert_eq!(ConversationKey::new(arn, "+14155550100").unwrap().business(), "phone-number-id-0123abcd");
-        assert_eq!(ConversationKey::new("phone-number-id-0123abcd", "14155550100").unwrap().customer(), "14155550100");
-        assert_eq!(ConversationKey::new("503650672828631", "14155550100").unwrap().business(), "503650672828631");
+        assert_eq!(
+            ConversationKey::new(arn, "+14155550100")
+                .unwrap()
+                .business(),
+            "phone-number-id-0123abcd"
+        );
+        assert_eq!(
+            ConversationKey::new("phone-number-id-0123abcd", "14155550100")
+                .unwrap()
+                .customer(),
+            "14155550100"
+        );
+        assert_eq!(
+            ConversationKey::new("503650672828631", "14155550100")
+                .unwrap()
+                .business(),
+            "503650672828631"
+        );
     }
 
     #[test]
@@ -314,14 +339,21 @@ mod tests {
         for (business, customer, field) in [
             ("", "14155550100", "business_number_id"),
             ("phone-number-id-", "14155550100", "business_number_id"),
-            ("arn:aws:sns:us-east-1:1:topic", "14155550100", "business_number_id"),
+            (
+                "arn:aws:sns:us-east-1:1:topic",
+                "14155550100",
+                "business_number_id",
+            ),
             ("pn#1", "14155550100", "business_number_id"),
             ("503650672828631", "", "customer_id"),
             ("503650672828631", "+1-415-555", "customer_id"),
             ("503650672828631", "123", "customer_id"),
         ] {
             let err = ConversationKey::new(business, customer).unwrap_err();
-            assert!(err.to_string().contains(field), "{business:?}/{customer:?}: {err}");
+            assert!(
+                err.to_string().contains(field),
+                "{business:?}/{customer:?}: {err}"
+            );
         }
     }
 
@@ -330,7 +362,12 @@ mod tests {
         let key = ConversationKey::new("503650672828631", "14155550100").unwrap();
         let tag = key.fingerprint();
         assert_eq!(tag.len(), 12);
-        assert_eq!(tag, ConversationKey::new("503650672828631", "+14155550100").unwrap().fingerprint());
+        assert_eq!(
+            tag,
+            ConversationKey::new("503650672828631", "+14155550100")
+                .unwrap()
+                .fingerprint()
+        );
         assert!(!format!("{key:?}").contains("14155550100"));
     }
 }

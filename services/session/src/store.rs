@@ -8,7 +8,10 @@ use async_trait::async_trait;
 
 use crate::{
     error::Result,
-    model::{ActiveChat, ClaimOutcome, ConversationKey, LeaseAttempt, MessageOrigin, Millis, PendingMessage, PendingState},
+    model::{
+        ActiveChat, ClaimOutcome, ConversationKey, LeaseAttempt, MessageOrigin, Millis,
+        PendingMessage, PendingState,
+    },
 };
 
 /// Conversation state storage.
@@ -23,11 +26,21 @@ pub trait SessionStore: Send + Sync + 'static {
     /// Takes the creation lease for `key` unless a chat exists or another
     /// caller holds a live lease. Exactly one of any number of concurrent
     /// callers is granted it.
-    async fn try_lease(&self, key: &ConversationKey, ttl: Duration, now: Millis) -> Result<LeaseAttempt>;
+    async fn try_lease(
+        &self,
+        key: &ConversationKey,
+        ttl: Duration,
+        now: Millis,
+    ) -> Result<LeaseAttempt>;
 
     /// Stores the chat created under `lease_id` and drops the lease. Fails
     /// with `Precondition` when a chat for the key already exists.
-    async fn complete_creation(&self, lease_id: &str, chat: ActiveChat, now: Millis) -> Result<ActiveChat>;
+    async fn complete_creation(
+        &self,
+        lease_id: &str,
+        chat: ActiveChat,
+        now: Millis,
+    ) -> Result<ActiveChat>;
 
     /// Drops a lease without storing a chat. Idempotent.
     async fn abandon_creation(&self, key: &ConversationKey, lease_id: &str) -> Result<()>;
@@ -54,24 +67,50 @@ pub trait SessionStore: Send + Sync + 'static {
     ) -> Result<ClaimOutcome>;
 
     /// Marks a claim completed. `Precondition` when `token` does not own it.
-    async fn complete_claim(&self, origin: MessageOrigin, message_id: &str, token: &str, now: Millis) -> Result<()>;
+    async fn complete_claim(
+        &self,
+        origin: MessageOrigin,
+        message_id: &str,
+        token: &str,
+        now: Millis,
+    ) -> Result<()>;
 
     /// Drops a claim so a retry can take it. Idempotent for its owner.
-    async fn release_claim(&self, origin: MessageOrigin, message_id: &str, token: &str) -> Result<()>;
+    async fn release_claim(
+        &self,
+        origin: MessageOrigin,
+        message_id: &str,
+        token: &str,
+    ) -> Result<()>;
 
     /// Appends a message to a conversation's buffer (ignored if its id is
     /// already there) and returns the buffer's state.
-    async fn append_pending(&self, key: &ConversationKey, message: PendingMessage, ttl: Duration, now: Millis) -> Result<PendingState>;
+    async fn append_pending(
+        &self,
+        key: &ConversationKey,
+        message: PendingMessage,
+        ttl: Duration,
+        now: Millis,
+    ) -> Result<PendingState>;
 
     /// A buffer's state.
     async fn peek_pending(&self, key: &ConversationKey) -> Result<PendingState>;
 
     /// Takes the whole buffer if its version is `expected_version`, in
     /// arrival order. `Conflict` when a message arrived meanwhile.
-    async fn take_pending(&self, key: &ConversationKey, expected_version: u64) -> Result<Vec<PendingMessage>>;
+    async fn take_pending(
+        &self,
+        key: &ConversationKey,
+        expected_version: u64,
+    ) -> Result<Vec<PendingMessage>>;
 
     /// Buffers whose last append is at least `quiet_for` old, oldest first.
-    async fn list_due(&self, quiet_for: Duration, limit: usize, now: Millis) -> Result<Vec<PendingState>>;
+    async fn list_due(
+        &self,
+        quiet_for: Duration,
+        limit: usize,
+        now: Millis,
+    ) -> Result<Vec<PendingState>>;
 }
 
 /// Milliseconds in a duration, saturating.

@@ -10,7 +10,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use parley_session::{dynamo::DynamoStore, embedded::EmbeddedStore, model::ActiveChat, model::ConversationKey};
+use parley_session::{
+    dynamo::DynamoStore, embedded::EmbeddedStore, model::ActiveChat, model::ConversationKey,
+};
 
 /// A running moto server.
 pub struct Moto {
@@ -30,7 +32,8 @@ fn moto_binary() -> Option<PathBuf> {
     if let Ok(path) = std::env::var("PARLEY_MOTO_SERVER") {
         return Some(PathBuf::from(path));
     }
-    let venv = PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/parley-venv/bin/moto_server");
+    let venv = PathBuf::from(std::env::var("HOME").unwrap_or_default())
+        .join(".cache/parley-venv/bin/moto_server");
     if venv.exists() {
         return Some(venv);
     }
@@ -53,7 +56,11 @@ pub fn start_moto() -> Option<Moto> {
         eprintln!("skipping DynamoDB backend: moto_server not found (set PARLEY_MOTO_SERVER)");
         return None;
     };
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let child = Command::new(binary)
         .args(["-H", "127.0.0.1", "-p", &port.to_string()])
         .stdout(Stdio::null())
@@ -66,7 +73,10 @@ pub fn start_moto() -> Option<Moto> {
     };
     let started = Instant::now();
     while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(started.elapsed() < Duration::from_secs(30), "moto did not start");
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "moto did not start"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     Some(moto)
@@ -77,7 +87,9 @@ pub async fn dynamo_store(moto: &Moto, table: &str) -> DynamoStore {
     let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
         .endpoint_url(&moto.endpoint)
         .region(aws_config::Region::new("us-east-1"))
-        .credentials_provider(aws_sdk_dynamodb::config::Credentials::new("test", "test", None, None, "tests"))
+        .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
+            "test", "test", None, None, "tests",
+        ))
         .load()
         .await;
     let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(&config), table);
@@ -92,7 +104,11 @@ pub fn embedded_store() -> Arc<EmbeddedStore> {
 
 /// A conversation for customer number `n`.
 pub fn key(n: u32) -> ConversationKey {
-    ConversationKey::new("phone-number-id-0123456789abcdef0123456789abcdef", &format!("1415555{n:04}")).unwrap()
+    ConversationKey::new(
+        "phone-number-id-0123456789abcdef0123456789abcdef",
+        &format!("1415555{n:04}"),
+    )
+    .unwrap()
 }
 
 /// A chat as the gateway would store it after StartChatContact.
