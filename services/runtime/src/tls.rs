@@ -7,6 +7,17 @@ use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
 
 use crate::config::Settings;
 
+/// Picks rustls's process-wide crypto provider (ring) once. When both ring
+/// (tonic) and aws-lc-rs (the AWS SDK) are compiled in, rustls cannot choose
+/// by itself and would panic on the first TLS handshake.
+fn ensure_crypto_provider() {
+    static INSTALLED: std::sync::Once = std::sync::Once::new();
+    INSTALLED.call_once(|| {
+        // Err means another part of the process installed one first: fine.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+}
+
 /// Server-side TLS: our certificate, and the CA that client certificates must
 /// chain to when mutual TLS is wanted.
 #[derive(Debug, Clone)]
@@ -47,6 +58,7 @@ impl ServerTls {
 
     /// Loads the files into tonic's server TLS config.
     pub fn load(&self) -> std::io::Result<ServerTlsConfig> {
+        ensure_crypto_provider();
         let identity = Identity::from_pem(std::fs::read(&self.cert)?, std::fs::read(&self.key)?);
         let mut config = ServerTlsConfig::new().identity(identity);
         if let Some(ca) = &self.client_ca {
@@ -70,6 +82,7 @@ pub struct ClientTls {
 impl ClientTls {
     /// Loads the files into tonic's client TLS config.
     pub fn load(&self) -> std::io::Result<ClientTlsConfig> {
+        ensure_crypto_provider();
         let mut config =
             ClientTlsConfig::new().ca_certificate(Certificate::from_pem(std::fs::read(&self.ca)?));
         if let Some((cert, key)) = &self.identity {
