@@ -1,0 +1,85 @@
+//! A wire-level emulator of the AWS APIs Parley uses that nothing public
+//! emulates, speaking their real REST-JSON protocols so the **real SDK
+//! clients** reach it by endpoint override (`AWS_ENDPOINT_URL_CONNECT`,
+//! `AWS_ENDPOINT_URL_CONNECTPARTICIPANT`). For tests and local runs only —
+//! never part of a production deployment.
+//!
+//! It keeps state (contacts, participants, connection tokens with expiry,
+//! messages, events, attachments with upload/download URLs it serves
+//! itself), enforces the real limits and errors (1,024-character messages,
+//! expired or unknown tokens → `AccessDeniedException`, unknown contacts,
+//! oversized or disallowed attachments, throttling on demand), and has a
+//! control API under `/_sandbox/` for tests.
+//!
+//! # Layout
+//! - [`state`]: the emulated world and its rules.
+//! - [`connect`]: Amazon Connect (`StartChatContact`, `StartContactStreaming`).
+//! - [`participant`]: Connect Participant (connections, messages, events,
+//!   attachments, disconnect) and the attachment upload/download URLs.
+//! - [`control`]: the test control API.
+//! - [`aws`]: AWS-style JSON errors.
+
+pub mod aws;
+pub mod connect;
+pub mod control;
+pub mod participant;
+pub mod state;
+
+use std::{net::SocketAddr, sync::Arc};
+
+use axum::Router;
+
+pub use state::{Sandbox, SandboxConfig};
+
+/// The sandbox's HTTP routes over shared state.
+pub fn router(sandbox: Arc<Sandbox>) -> Router {
+    Router::new()
+        .merge(connect::routes())
+        .merge(participant::routes())
+        .merge(control::routes())
+        .with_state(sandbox)
+}
+
+/// A running sandbox (tests start one per test on a free loopback port).
+pub struct RunningSandbox {
+    /// `http://127.0.0.1:<port>`: the endpoint to give the SDKs.
+    pub endpoint: String,
+    /// The state, for direct assertions.
+    pub sandbox: Arc<Sandbox>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Drop for RunningSandbox {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// Starts a sandbox on `address` (port 0 picks a free one).
+pub async fn start(
+    address: SocketAddr,
+    mut config: SandboxConfig,
+) -> std::io::Result<RunningSandbox> {
+    let listener = tokio::net::TcpListener::bind(address).await?;
+    let endpoint = format!("http://{}", listener.local_addr()?);
+    if config.public_url.is_empty() {
+        config.public_url = endpoint.clone();
+    }
+    let sandbox = Arc::new(Sandbox::new(config));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let app = router(sandbox.clone());
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app)
+            .with_graceful_shutdown(async {
+                let _ = stopped.await;
+            })
+            .await;
+    });
+    Ok(RunningSandbox {
+        endpoint,
+        sandbox,
+        stop: Some(stop),
+    })
+}

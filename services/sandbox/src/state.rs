@@ -1,0 +1,353 @@
+//! The emulated world: contacts, participants, connections, transcripts and
+//! attachments, with the rules the real services enforce.
+
+use std::{
+    collections::HashMap,
+    sync::Mutex,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use serde::Serialize;
+
+use crate::aws::{AwsError, AwsResult};
+
+/// Connect's limit for text/plain and text/markdown messages, in characters.
+pub const MAX_MESSAGE_CHARS: usize = 1_024;
+/// Connect chat's attachment size limit.
+pub const MAX_ATTACHMENT_BYTES: u64 = 20 * 1024 * 1024;
+/// File extensions Connect chat accepts as attachments.
+pub const ALLOWED_EXTENSIONS: [&str; 18] = [
+    "csv", "doc", "docx", "heic", "jfif", "jpeg", "jpg", "mov", "mp4", "pdf", "png", "ppt", "pptx",
+    "rtf", "txt", "wav", "xls", "xlsx",
+];
+
+/// Sandbox settings.
+#[derive(Debug, Clone)]
+pub struct SandboxConfig {
+    /// Base URL the sandbox is reachable at, used in upload/download URLs.
+    /// Empty: filled in with the listening address.
+    pub public_url: String,
+    /// How long connection tokens live (Connect: one day).
+    pub connection_ttl: Duration,
+}
+
+impl Default for SandboxConfig {
+    fn default() -> Self {
+        Self {
+            public_url: String::new(),
+            connection_ttl: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+/// Now, epoch milliseconds.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// An id in Connect's style.
+pub fn new_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+/// One entry of a chat transcript.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct ChatItem {
+    /// Message or event id.
+    pub id: String,
+    /// `MESSAGE`, `EVENT` or `ATTACHMENT`.
+    pub kind: String,
+    /// `CUSTOMER`, `AGENT` or `SYSTEM`.
+    pub role: String,
+    /// Content type as sent.
+    pub content_type: String,
+    /// Content (message text, event payload, or attachment id).
+    pub content: String,
+    /// When it happened.
+    pub at_ms: i64,
+}
+
+/// One emulated chat contact.
+#[derive(Debug, Clone, Serialize)]
+pub struct Contact {
+    /// Current contact id.
+    pub contact_id: String,
+    /// Initial contact id.
+    pub initial_contact_id: String,
+    /// Instance it was started on.
+    pub instance_id: String,
+    /// Contact flow.
+    pub contact_flow_id: String,
+    /// Contact attributes as given.
+    pub attributes: HashMap<String, String>,
+    /// Customer display name.
+    pub display_name: String,
+    /// The customer participant.
+    pub participant_id: String,
+    /// Chat duration requested.
+    pub chat_duration_minutes: i64,
+    /// Where streaming events go, once StartContactStreaming was called.
+    pub streaming_endpoint: Option<String>,
+    /// Whether the customer connected (CreateParticipantConnection with ConnectParticipant).
+    pub customer_connected: bool,
+    /// Whether the customer left.
+    pub disconnected: bool,
+    /// Everything said and done in the chat, in order.
+    pub transcript: Vec<ChatItem>,
+    /// Content types the client declared it supports.
+    pub supported_content_types: Vec<String>,
+}
+
+/// An attachment on its way in or stored.
+#[derive(Debug, Clone, Serialize)]
+pub struct Attachment {
+    /// Id.
+    pub id: String,
+    /// Contact it belongs to.
+    pub contact_id: String,
+    /// File name.
+    pub name: String,
+    /// MIME type.
+    pub content_type: String,
+    /// Declared size.
+    pub size: u64,
+    /// The bytes, once uploaded.
+    #[serde(skip)]
+    pub bytes: Option<Vec<u8>>,
+    /// Completed (CompleteAttachmentUpload) and so visible in the chat.
+    pub completed: bool,
+}
+
+#[derive(Debug, Clone)]
+struct Connection {
+    contact_id: String,
+    expires_at_ms: i64,
+}
+
+#[derive(Default)]
+struct World {
+    contacts: HashMap<String, Contact>,
+    participant_tokens: HashMap<String, String>,
+    connections: HashMap<String, Connection>,
+    idempotent: HashMap<String, serde_json::Value>,
+    attachments: HashMap<String, Attachment>,
+    throttle_remaining: u32,
+    calls: Vec<String>,
+}
+
+/// The sandbox: configuration plus the emulated world.
+pub struct Sandbox {
+    /// Settings.
+    pub config: SandboxConfig,
+    world: Mutex<World>,
+}
+
+impl Sandbox {
+    /// An empty world.
+    pub fn new(config: SandboxConfig) -> Self {
+        Self {
+            config,
+            world: Mutex::new(World::default()),
+        }
+    }
+
+    fn world(&self) -> std::sync::MutexGuard<'_, World> {
+        // A panic while holding the lock cannot leave the maps half-updated
+        // in a way later calls would trip on, so keep serving.
+        self.world.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Records an API call; fails it when throttling is armed.
+    pub fn enter(&self, operation: &str) -> AwsResult<()> {
+        let mut world = self.world();
+        world.calls.push(operation.to_owned());
+        if world.throttle_remaining > 0 {
+            world.throttle_remaining -= 1;
+            return Err(AwsError::throttled());
+        }
+        Ok(())
+    }
+
+    /// Operations called so far, in order.
+    pub fn calls(&self) -> Vec<String> {
+        self.world().calls.clone()
+    }
+
+    /// Makes the next `count` API calls fail with `ThrottlingException`.
+    pub fn throttle_next(&self, count: u32) {
+        self.world().throttle_remaining = count;
+    }
+
+    /// Expires every connection token now.
+    pub fn expire_connections(&self) {
+        for connection in self.world().connections.values_mut() {
+            connection.expires_at_ms = 0;
+        }
+    }
+
+    /// A response stored under an idempotency token, if any.
+    pub fn idempotent(&self, operation: &str, token: &str) -> Option<serde_json::Value> {
+        self.world()
+            .idempotent
+            .get(&format!("{operation}#{token}"))
+            .cloned()
+    }
+
+    /// Remembers a response under an idempotency token.
+    pub fn remember(&self, operation: &str, token: &str, response: &serde_json::Value) {
+        self.world()
+            .idempotent
+            .insert(format!("{operation}#{token}"), response.clone());
+    }
+
+    /// Adds a contact and returns its participant token.
+    pub fn add_contact(&self, contact: Contact) -> String {
+        let token = format!("ptok-{}", new_id());
+        let mut world = self.world();
+        world
+            .participant_tokens
+            .insert(token.clone(), contact.contact_id.clone());
+        world.contacts.insert(contact.contact_id.clone(), contact);
+        token
+    }
+
+    /// A contact by id.
+    pub fn contact(&self, contact_id: &str) -> Option<Contact> {
+        self.world().contacts.get(contact_id).cloned()
+    }
+
+    /// Changes a contact.
+    pub fn update_contact<T>(
+        &self,
+        contact_id: &str,
+        change: impl FnOnce(&mut Contact) -> T,
+    ) -> AwsResult<T> {
+        let mut world = self.world();
+        let contact = world
+            .contacts
+            .get_mut(contact_id)
+            .ok_or_else(|| AwsError::not_found(format!("contact {contact_id} not found")))?;
+        Ok(change(contact))
+    }
+
+    /// Creates a connection from a participant token.
+    pub fn connect(
+        &self,
+        participant_token: &str,
+        connect_participant: bool,
+    ) -> AwsResult<(String, i64)> {
+        let mut world = self.world();
+        let contact_id = world
+            .participant_tokens
+            .get(participant_token)
+            .cloned()
+            .ok_or_else(|| AwsError::access_denied("participant token is not valid"))?;
+        let contact = world
+            .contacts
+            .get_mut(&contact_id)
+            .ok_or_else(|| AwsError::access_denied("chat has ended"))?;
+        if contact.disconnected {
+            return Err(AwsError::access_denied("participant has left the chat"));
+        }
+        contact.customer_connected |= connect_participant;
+        let token = format!("ctok-{}", new_id());
+        let expires_at_ms = now_ms() + self.config.connection_ttl.as_millis() as i64;
+        world.connections.insert(
+            token.clone(),
+            Connection {
+                contact_id,
+                expires_at_ms,
+            },
+        );
+        Ok((token, expires_at_ms))
+    }
+
+    /// The contact a live connection token belongs to.
+    pub fn authorise(&self, connection_token: &str) -> AwsResult<String> {
+        let world = self.world();
+        let connection = world
+            .connections
+            .get(connection_token)
+            .ok_or_else(|| AwsError::access_denied("connection token is not valid"))?;
+        if connection.expires_at_ms <= now_ms() {
+            return Err(AwsError::access_denied("connection token has expired"));
+        }
+        match world.contacts.get(&connection.contact_id) {
+            Some(contact) if !contact.disconnected => Ok(connection.contact_id.clone()),
+            _ => Err(AwsError::access_denied("participant has left the chat")),
+        }
+    }
+
+    /// Appends to a contact's transcript and returns the item's id.
+    pub fn record(
+        &self,
+        contact_id: &str,
+        kind: &str,
+        role: &str,
+        content_type: &str,
+        content: &str,
+    ) -> AwsResult<ChatItem> {
+        let item = ChatItem {
+            id: new_id(),
+            kind: kind.into(),
+            role: role.into(),
+            content_type: content_type.into(),
+            content: content.into(),
+            at_ms: now_ms(),
+        };
+        self.update_contact(contact_id, |c| c.transcript.push(item.clone()))?;
+        Ok(item)
+    }
+
+    /// Stores a new attachment slot.
+    pub fn add_attachment(&self, attachment: Attachment) {
+        self.world()
+            .attachments
+            .insert(attachment.id.clone(), attachment);
+    }
+
+    /// An attachment by id.
+    pub fn attachment(&self, id: &str) -> Option<Attachment> {
+        self.world().attachments.get(id).cloned()
+    }
+
+    /// Changes an attachment.
+    pub fn update_attachment<T>(
+        &self,
+        id: &str,
+        change: impl FnOnce(&mut Attachment) -> T,
+    ) -> AwsResult<T> {
+        let mut world = self.world();
+        let attachment = world
+            .attachments
+            .get_mut(id)
+            .ok_or_else(|| AwsError::not_found(format!("attachment {id} not found")))?;
+        Ok(change(attachment))
+    }
+}
+
+/// Checks an attachment's name, type and size the way Connect chat does.
+pub fn check_attachment(name: &str, size: u64) -> AwsResult<()> {
+    let extension = name
+        .rsplit_once('.')
+        .map(|(_, e)| e.to_ascii_lowercase())
+        .unwrap_or_default();
+    if !ALLOWED_EXTENSIONS.contains(&extension.as_str()) {
+        return Err(AwsError::validation(format!(
+            "attachment type .{extension} is not supported"
+        )));
+    }
+    if size > MAX_ATTACHMENT_BYTES {
+        return Err(AwsError::quota(format!(
+            "attachment of {size} bytes exceeds the {MAX_ATTACHMENT_BYTES}-byte limit"
+        )));
+    }
+    if name.is_empty() || name.len() > 256 {
+        return Err(AwsError::validation(
+            "AttachmentName must be 1 to 256 characters",
+        ));
+    }
+    Ok(())
+}
