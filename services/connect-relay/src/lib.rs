@@ -3,7 +3,6 @@
 //! `aws-sdk-connectparticipant` clients.
 //!
 //! # Layout
-//! - [`text`]: splitting text at Connect's 1,024-character limit.
 //! - [`relay`]: the calls — start chat (and connect), send, attachments in
 //!   and out, events, refresh, disconnect.
 //! - [`error`]: [`error::RelayError`], in the terms the gateway acts on.
@@ -12,4 +11,3 @@
 pub mod error;
 pub mod grpc;
 pub mod relay;
-pub mod text;

@@ -14,12 +14,10 @@ use aws_sdk_connectparticipant::{
 };
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
+use parley_text::{CONNECT_TEXT_LIMIT, split_text};
 use sha2::{Digest, Sha256};
 
-use crate::{
-    error::{RelayError, Result},
-    text::{CONNECT_TEXT_LIMIT, split_text},
-};
+use crate::error::{RelayError, Result};
 
 /// Connect chat's attachment size limit.
 pub const MAX_ATTACHMENT_BYTES: u64 = 20 * 1024 * 1024;

@@ -19,6 +19,7 @@ pub fn routes() -> Router<Arc<Sandbox>> {
     Router::new()
         .route("/_sandbox/contacts/{id}", get(contact))
         .route("/_sandbox/calls", get(calls))
+        .route("/_sandbox/whatsapp/sent", get(whatsapp_sent))
         .route("/_sandbox/throttle", post(throttle))
         .route("/_sandbox/expire-connections", post(expire))
         .route("/_sandbox/agent-message", post(agent_message))
@@ -80,4 +81,8 @@ async fn agent_message(
         &request.content,
     )?;
     Ok(Json(json!({ "Id": item.id })))
+}
+
+async fn whatsapp_sent(State(sandbox): State<Arc<Sandbox>>) -> Json<Value> {
+    Json(serde_json::to_value(sandbox.whatsapp_sent()).unwrap_or_default())
 }

@@ -1,7 +1,7 @@
 //! A wire-level emulator of the AWS APIs Parley uses that nothing public
 //! emulates, speaking their real REST-JSON protocols so the **real SDK
 //! clients** reach it by endpoint override (`AWS_ENDPOINT_URL_CONNECT`,
-//! `AWS_ENDPOINT_URL_CONNECTPARTICIPANT`). For tests and local runs only —
+//! `AWS_ENDPOINT_URL_CONNECTPARTICIPANT`, `AWS_ENDPOINT_URL_SOCIALMESSAGING`). For tests and local runs only —
 //! never part of a production deployment.
 //!
 //! It keeps state (contacts, participants, connection tokens with expiry,
@@ -16,13 +16,17 @@
 //! - [`connect`]: Amazon Connect (`StartChatContact`, `StartContactStreaming`).
 //! - [`participant`]: Connect Participant (connections, messages, events,
 //!   attachments, disconnect) and the attachment upload/download URLs.
+//! - [`social`]: Social Messaging (WhatsApp send, media in and out via S3).
 //! - [`control`]: the test control API.
 //! - [`aws`]: AWS-style JSON errors.
+//! - [`moto`]: starting moto server (DynamoDB/S3/SQS/SNS) for tests.
 
 pub mod aws;
 pub mod connect;
 pub mod control;
+pub mod moto;
 pub mod participant;
+pub mod social;
 pub mod state;
 
 use std::{net::SocketAddr, sync::Arc};
@@ -36,6 +40,7 @@ pub fn router(sandbox: Arc<Sandbox>) -> Router {
     Router::new()
         .merge(connect::routes())
         .merge(participant::routes())
+        .merge(social::routes())
         .merge(control::routes())
         .with_state(sandbox)
 }

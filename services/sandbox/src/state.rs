@@ -22,13 +22,15 @@ pub const ALLOWED_EXTENSIONS: [&str; 18] = [
 ];
 
 /// Sandbox settings.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct SandboxConfig {
     /// Base URL the sandbox is reachable at, used in upload/download URLs.
     /// Empty: filled in with the listening address.
     pub public_url: String,
     /// How long connection tokens live (Connect: one day).
     pub connection_ttl: Duration,
+    /// The S3 (moto) that WhatsApp media moves through.
+    pub s3: Option<aws_sdk_s3::Client>,
 }
 
 impl Default for SandboxConfig {
@@ -36,6 +38,7 @@ impl Default for SandboxConfig {
         Self {
             public_url: String::new(),
             connection_ttl: Duration::from_secs(24 * 3600),
+            s3: None,
         }
     }
 }
@@ -120,6 +123,28 @@ pub struct Attachment {
     pub completed: bool,
 }
 
+/// Media known to the emulated WhatsApp.
+#[derive(Debug, Clone)]
+pub struct WhatsAppMedia {
+    /// Media id.
+    pub id: String,
+    /// MIME type.
+    pub mime_type: String,
+    /// The bytes.
+    pub bytes: Vec<u8>,
+}
+
+/// A WhatsApp message Parley "sent".
+#[derive(Debug, Clone, Serialize)]
+pub struct SentWhatsApp {
+    /// The id returned.
+    pub message_id: String,
+    /// The business number it was sent from.
+    pub origination: String,
+    /// The Meta Cloud API payload, decoded.
+    pub message: serde_json::Value,
+}
+
 #[derive(Debug, Clone)]
 struct Connection {
     contact_id: String,
@@ -135,6 +160,8 @@ struct World {
     attachments: HashMap<String, Attachment>,
     throttle_remaining: u32,
     calls: Vec<String>,
+    whatsapp_media: HashMap<String, WhatsAppMedia>,
+    whatsapp_sent: Vec<SentWhatsApp>,
 }
 
 /// The sandbox: configuration plus the emulated world.
@@ -142,6 +169,14 @@ pub struct Sandbox {
     /// Settings.
     pub config: SandboxConfig,
     world: Mutex<World>,
+}
+
+impl std::fmt::Debug for SandboxConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SandboxConfig")
+            .field("public_url", &self.public_url)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Sandbox {
@@ -299,6 +334,35 @@ impl Sandbox {
         };
         self.update_contact(contact_id, |c| c.transcript.push(item.clone()))?;
         Ok(item)
+    }
+
+    /// The S3 client media moves through, if configured.
+    pub fn s3(&self) -> Option<aws_sdk_s3::Client> {
+        self.config.s3.clone()
+    }
+
+    /// Adds media to the emulated WhatsApp (as if a customer had sent it).
+    pub fn add_whatsapp_media(&self, media: WhatsAppMedia) {
+        self.world().whatsapp_media.insert(media.id.clone(), media);
+    }
+
+    /// Media by id.
+    pub fn whatsapp_media(&self, id: &str) -> Option<WhatsAppMedia> {
+        self.world().whatsapp_media.get(id).cloned()
+    }
+
+    /// Records a WhatsApp message as sent.
+    pub fn record_whatsapp(&self, origination: &str, message_id: &str, message: serde_json::Value) {
+        self.world().whatsapp_sent.push(SentWhatsApp {
+            message_id: message_id.to_owned(),
+            origination: origination.to_owned(),
+            message,
+        });
+    }
+
+    /// Every WhatsApp message sent so far, in order.
+    pub fn whatsapp_sent(&self) -> Vec<SentWhatsApp> {
+        self.world().whatsapp_sent.clone()
     }
 
     /// Stores a new attachment slot.

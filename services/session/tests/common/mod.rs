@@ -2,96 +2,17 @@
 //! DynamoDB backend (started on a free loopback port, stopped on drop).
 #![allow(dead_code)]
 
-use std::{
-    net::TcpStream,
-    path::PathBuf,
-    process::{Child, Command, Stdio},
-    sync::Arc,
-    time::{Duration, Instant},
-};
+use std::sync::Arc;
 
 use parley_session::{
     dynamo::DynamoStore, embedded::EmbeddedStore, model::ActiveChat, model::ConversationKey,
 };
 
-/// A running moto server.
-pub struct Moto {
-    child: Child,
-    /// `http://127.0.0.1:<port>`.
-    pub endpoint: String,
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn moto_binary() -> Option<PathBuf> {
-    if let Ok(path) = std::env::var("PARLEY_MOTO_SERVER") {
-        return Some(PathBuf::from(path));
-    }
-    let venv = PathBuf::from(std::env::var("HOME").unwrap_or_default())
-        .join(".cache/parley-venv/bin/moto_server");
-    if venv.exists() {
-        return Some(venv);
-    }
-    Command::new("moto_server")
-        .arg("--help")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .ok()
-        .map(|_| PathBuf::from("moto_server"))
-}
-
-/// Starts moto, or returns `None` (panicking when `PARLEY_REQUIRE_MOTO=1`).
-pub fn start_moto() -> Option<Moto> {
-    let Some(binary) = moto_binary() else {
-        assert!(
-            std::env::var("PARLEY_REQUIRE_MOTO").as_deref() != Ok("1"),
-            "moto_server is required (PARLEY_REQUIRE_MOTO=1) but not found"
-        );
-        eprintln!("skipping DynamoDB backend: moto_server not found (set PARLEY_MOTO_SERVER)");
-        return None;
-    };
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let child = Command::new(binary)
-        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("moto_server starts");
-    let moto = Moto {
-        child,
-        endpoint: format!("http://127.0.0.1:{port}"),
-    };
-    let started = Instant::now();
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "moto did not start"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Some(moto)
-}
+pub use parley_sandbox::moto::{Moto, start as start_moto};
 
 /// A DynamoDB store on a fresh table in `moto`, through the real SDK client.
 pub async fn dynamo_store(moto: &Moto, table: &str) -> DynamoStore {
-    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .endpoint_url(&moto.endpoint)
-        .region(aws_config::Region::new("us-east-1"))
-        .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
-            "test", "test", None, None, "tests",
-        ))
-        .load()
-        .await;
+    let config = parley_sandbox::moto::aws_config(&moto.endpoint).await;
     let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(&config), table);
     store.create_table().await.expect("table created");
     store

@@ -1,4 +1,5 @@
-//! Splitting text into parts Connect accepts: at most `limit` characters
+//! Splitting text into parts a channel accepts (Connect: 1,024 characters;
+//! WhatsApp: 4,096): at most `limit` characters
 //! each, in order, cut at the best boundary available — paragraph, line,
 //! sentence, word — and never inside a grapheme cluster (an emoji with its
 //! modifiers, a letter with its accents). Concatenating the parts gives back
@@ -8,6 +9,8 @@ use unicode_segmentation::UnicodeSegmentation;
 
 /// Connect's limit for `text/plain` and `text/markdown` messages.
 pub const CONNECT_TEXT_LIMIT: usize = 1_024;
+/// WhatsApp's limit for a text message body.
+pub const WHATSAPP_TEXT_LIMIT: usize = 4_096;
 
 /// Splits `text` into parts of at most `limit` characters (Unicode scalar
 /// values, as Connect counts). A single grapheme cluster longer than

@@ -1,0 +1,111 @@
+//! Starting moto server (PyPI `moto[server]`), the stand-in for DynamoDB,
+//! S3, SQS and SNS, on a free loopback port for a test; stopped on drop.
+//! Found through `PARLEY_MOTO_SERVER`, `~/.cache/parley-venv` (where
+//! `.ci/run` installs it) or `PATH`.
+
+use std::{
+    net::TcpStream,
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+/// A running moto server.
+pub struct Moto {
+    child: Child,
+    /// `http://127.0.0.1:<port>`.
+    pub endpoint: String,
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn binary() -> Option<PathBuf> {
+    if let Ok(path) = std::env::var("PARLEY_MOTO_SERVER") {
+        return Some(PathBuf::from(path));
+    }
+    let venv = PathBuf::from(std::env::var("HOME").unwrap_or_default())
+        .join(".cache/parley-venv/bin/moto_server");
+    if venv.exists() {
+        return Some(venv);
+    }
+    Command::new("moto_server")
+        .arg("--help")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .ok()
+        .map(|_| PathBuf::from("moto_server"))
+}
+
+/// Starts moto, or returns `None` when it is not installed (panicking
+/// instead when `PARLEY_REQUIRE_MOTO=1`, as in CI).
+pub fn start() -> Option<Moto> {
+    let Some(binary) = binary() else {
+        assert!(
+            std::env::var("PARLEY_REQUIRE_MOTO").as_deref() != Ok("1"),
+            "moto_server is required (PARLEY_REQUIRE_MOTO=1) but not found"
+        );
+        eprintln!("skipping: moto_server not found (set PARLEY_MOTO_SERVER)");
+        return None;
+    };
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .ok()?
+        .local_addr()
+        .ok()?
+        .port();
+    let child = Command::new(binary)
+        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("moto_server starts");
+    let moto = Moto {
+        child,
+        endpoint: format!("http://127.0.0.1:{port}"),
+    };
+    let started = Instant::now();
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "moto did not start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Some(moto)
+}
+
+/// AWS configuration pointing every SDK client at `endpoint` with test
+/// credentials, fast retries and us-east-1.
+pub async fn aws_config(endpoint: &str) -> aws_config::SdkConfig {
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .endpoint_url(endpoint)
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_s3::config::Credentials::new(
+            "test",
+            "test",
+            None,
+            None,
+            "parley-tests",
+        ))
+        .retry_config(
+            aws_config::retry::RetryConfig::standard()
+                .with_max_attempts(3)
+                .with_initial_backoff(Duration::from_millis(5)),
+        )
+        .load()
+        .await
+}
+
+/// An S3 client for moto (path-style addressing).
+pub fn s3_client(config: &aws_config::SdkConfig) -> aws_sdk_s3::Client {
+    aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(config)
+            .force_path_style(true)
+            .build(),
+    )
+}
