@@ -23,6 +23,8 @@ pub fn routes() -> Router<Arc<Sandbox>> {
         .route("/_sandbox/throttle", post(throttle))
         .route("/_sandbox/expire-connections", post(expire))
         .route("/_sandbox/agent-message", post(agent_message))
+        .route("/_sandbox/agent-event", post(agent_event))
+        .route("/_sandbox/agent-attachment", post(agent_attachment))
 }
 
 async fn contact(
@@ -69,6 +71,7 @@ fn plain() -> String {
     "text/plain".into()
 }
 
+/// The agent (or a bot) writes in the chat; streamed to the contact's topic.
 async fn agent_message(
     State(sandbox): State<Arc<Sandbox>>,
     Json(request): Json<AgentMessage>,
@@ -80,7 +83,68 @@ async fn agent_message(
         &request.content_type,
         &request.content,
     )?;
+    sandbox.stream(&request.contact_id, &item).await;
     Ok(Json(json!({ "Id": item.id })))
+}
+
+#[derive(Deserialize)]
+struct AgentEvent {
+    contact_id: String,
+    /// e.g. `participant.joined`, `participant.left`, `chat.ended`, `typing`.
+    event: String,
+}
+
+/// An event in the chat (agent joins, leaves, types; chat ends); streamed.
+async fn agent_event(
+    State(sandbox): State<Arc<Sandbox>>,
+    Json(request): Json<AgentEvent>,
+) -> AwsResult<Json<Value>> {
+    let content_type = format!("application/vnd.amazonaws.connect.event.{}", request.event);
+    let role = if request.event == "chat.ended" {
+        "SYSTEM"
+    } else {
+        "AGENT"
+    };
+    let item = sandbox.record(&request.contact_id, "EVENT", role, &content_type, "")?;
+    sandbox.stream(&request.contact_id, &item).await;
+    Ok(Json(json!({ "Id": item.id })))
+}
+
+#[derive(Deserialize)]
+struct AgentAttachment {
+    contact_id: String,
+    name: String,
+    content_type: String,
+    /// The file's bytes, base64.
+    bytes_base64: String,
+}
+
+/// The agent sends a file; it becomes a downloadable attachment, streamed.
+async fn agent_attachment(
+    State(sandbox): State<Arc<Sandbox>>,
+    Json(request): Json<AgentAttachment>,
+) -> AwsResult<Json<Value>> {
+    let bytes = crate::social::base64_decode(&request.bytes_base64)
+        .ok_or_else(|| crate::aws::AwsError::validation("bytes_base64 is not base64"))?;
+    let id = crate::state::new_id();
+    sandbox.add_attachment(crate::state::Attachment {
+        id: id.clone(),
+        contact_id: request.contact_id.clone(),
+        name: request.name,
+        content_type: request.content_type.clone(),
+        size: bytes.len() as u64,
+        bytes: Some(bytes),
+        completed: true,
+    });
+    let item = sandbox.record(
+        &request.contact_id,
+        "ATTACHMENT",
+        "AGENT",
+        &request.content_type,
+        &id,
+    )?;
+    sandbox.stream(&request.contact_id, &item).await;
+    Ok(Json(json!({ "AttachmentId": id })))
 }
 
 async fn whatsapp_sent(State(sandbox): State<Arc<Sandbox>>) -> Json<Value> {

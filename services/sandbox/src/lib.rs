@@ -8,8 +8,9 @@
 //! messages, events, attachments with upload/download URLs it serves
 //! itself), enforces the real limits and errors (1,024-character messages,
 //! expired or unknown tokens → `AccessDeniedException`, unknown contacts,
-//! oversized or disallowed attachments, throttling on demand), and has a
-//! control API under `/_sandbox/` for tests.
+//! oversized or disallowed attachments, throttling on demand), plays the
+//! agent (its messages, attachments and events are streamed to the contact's
+//! SNS topic in Connect's format), and has a control API under `/_sandbox/`.
 //!
 //! # Layout
 //! - [`state`]: the emulated world and its rules.
@@ -17,6 +18,7 @@
 //! - [`participant`]: Connect Participant (connections, messages, events,
 //!   attachments, disconnect) and the attachment upload/download URLs.
 //! - [`social`]: Social Messaging (WhatsApp send, media in and out via S3).
+//! - [`streaming`]: Connect chat streaming to SNS (moto) in Connect's format.
 //! - [`control`]: the test control API.
 //! - [`aws`]: AWS-style JSON errors.
 //! - [`moto`]: starting moto server (DynamoDB/S3/SQS/SNS) for tests.
@@ -28,6 +30,7 @@ pub mod moto;
 pub mod participant;
 pub mod social;
 pub mod state;
+pub mod streaming;
 
 use std::{net::SocketAddr, sync::Arc};
 

@@ -50,7 +50,8 @@ fn bearer(headers: &HeaderMap) -> AwsResult<String> {
         .ok_or_else(|| AwsError::access_denied("missing X-Amz-Bearer token"))
 }
 
-fn iso8601(ms: i64) -> String {
+/// An epoch-ms time as ISO 8601 (UTC), as Connect writes times.
+pub fn iso8601(ms: i64) -> String {
     // Seconds precision is enough for the SDK's date-time parser.
     let secs = ms.div_euclid(1000);
     let days = secs.div_euclid(86_400);
@@ -291,13 +292,14 @@ async fn complete_attachment_upload(
             )));
         }
         sandbox.update_attachment(id, |a| a.completed = true)?;
-        sandbox.record(
+        let item = sandbox.record(
             &contact_id,
             "ATTACHMENT",
             "CUSTOMER",
             &attachment.content_type,
             id,
         )?;
+        sandbox.stream(&contact_id, &item).await;
     }
     Ok(Json(json!({})))
 }

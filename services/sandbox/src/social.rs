@@ -264,7 +264,8 @@ async fn get_media(
     })))
 }
 
-fn base64_decode(text: &str) -> Option<Vec<u8>> {
+/// Decodes standard or URL-safe base64 (padding optional).
+pub fn base64_decode(text: &str) -> Option<Vec<u8>> {
     let value = |c: u8| -> Option<u32> {
         Some(match c {
             b'A'..=b'Z' => c - b'A',

@@ -31,6 +31,8 @@ pub struct SandboxConfig {
     pub connection_ttl: Duration,
     /// The S3 (moto) that WhatsApp media moves through.
     pub s3: Option<aws_sdk_s3::Client>,
+    /// The SNS (moto) Connect streaming events are published to.
+    pub sns: Option<aws_sdk_sns::Client>,
 }
 
 impl Default for SandboxConfig {
@@ -39,6 +41,7 @@ impl Default for SandboxConfig {
             public_url: String::new(),
             connection_ttl: Duration::from_secs(24 * 3600),
             s3: None,
+            sns: None,
         }
     }
 }
