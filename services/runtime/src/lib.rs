@@ -11,12 +11,14 @@
 //!   concurrency limit, load shedding and graceful shutdown.
 //! - [`client`]: channels to other services with the same propagation.
 //! - [`tls`]: optional TLS and mutual TLS from PEM files.
+//! - [`process`]: the start and end of every binary's `main`.
 //!
 //! A service binary reads its settings, calls [`telemetry::init`], binds a
 //! listener and hands its tonic services to [`server::GrpcServer`].
 
 pub mod client;
 pub mod config;
+pub mod process;
 pub mod propagation;
 pub mod server;
 pub mod telemetry;

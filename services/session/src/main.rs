@@ -127,16 +127,8 @@ async fn run(command: Command) -> anyhow::Result<()> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let result = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")
-        .and_then(|rt| rt.block_on(run(cli.command)));
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("parley-session: {error:#}");
-            ExitCode::FAILURE
-        }
-    }
+    parley_runtime::process::exit(
+        "parley-session",
+        parley_runtime::process::block_on(run(cli.command)),
+    )
 }

@@ -13,6 +13,7 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use parley_runtime::{
     config::{ProcessEnv, Settings},
+    process,
     server::{GrpcServer, ServerConfig},
     telemetry::{self, TelemetryConfig},
 };
@@ -91,7 +92,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Serve { listen } => runtime().and_then(|rt| rt.block_on(serve(listen))),
+        Command::Serve { listen } => process::block_on(serve(listen)),
         Command::Convert {
             input,
             output,
@@ -111,24 +112,9 @@ fn main() -> ExitCode {
                 .and_then(|spec| convert_file(&input, input_spec, &output, spec))
         }
         Command::Probe { file } => probe_file(&file),
-        Command::Demo { seconds, out_dir } => {
-            runtime().and_then(|rt| rt.block_on(demo::run(seconds, &out_dir)))
-        }
+        Command::Demo { seconds, out_dir } => process::block_on(demo::run(seconds, &out_dir)),
     };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("parley-transcoder: {error:#}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")
+    process::exit("parley-transcoder", result)
 }
 
 fn load_config(

@@ -93,16 +93,8 @@ async fn serve(listen: Option<SocketAddr>) -> anyhow::Result<()> {
 
 fn main() -> ExitCode {
     let Command::Serve { listen } = Cli::parse().command;
-    let result = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")
-        .and_then(|rt| rt.block_on(serve(listen)));
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("parley-whatsapp-sender: {error:#}");
-            ExitCode::FAILURE
-        }
-    }
+    parley_runtime::process::exit(
+        "parley-whatsapp-sender",
+        parley_runtime::process::block_on(serve(listen)),
+    )
 }
