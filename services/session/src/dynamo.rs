@@ -576,43 +576,75 @@ impl SessionStore for DynamoStore {
             ),
         ]));
         let expires_ms = now + millis(ttl);
-        let updated = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key("pk", s(pending_pk(key)))
-            .update_expression(
-                "SET messages = list_append(if_not_exists(messages, :empty), :entry), \
-                 version = if_not_exists(version, :zero) + :one, \
-                 messageCount = if_not_exists(messageCount, :zero) + :one, \
-                 lastAppendAtMs = :now, business = :b, customer = :c, dueShard = :due, \
-                 expiresAtMs = :expMs, expiresAt = :exp \
-                 ADD ids :idSet",
-            )
-            .condition_expression("attribute_not_exists(ids) OR NOT contains(ids, :id)")
-            .expression_attribute_values(":empty", AttributeValue::L(vec![]))
-            .expression_attribute_values(":entry", AttributeValue::L(vec![entry]))
-            .expression_attribute_values(":zero", n(0))
-            .expression_attribute_values(":one", n(1))
-            .expression_attribute_values(":now", n(now))
-            .expression_attribute_values(":b", s(key.business()))
-            .expression_attribute_values(":c", s(key.customer()))
-            .expression_attribute_values(":due", s(DUE_SHARD))
-            .expression_attribute_values(":expMs", n(expires_ms))
-            .expression_attribute_values(":exp", n(expires_ms / 1000 + 1))
-            .expression_attribute_values(
-                ":idSet",
-                AttributeValue::Ss(vec![message.message_id.clone()]),
-            )
-            .expression_attribute_values(":id", s(&message.message_id))
-            .return_values(ReturnValue::AllNew)
-            .send()
-            .await;
-        match updated {
-            Ok(out) => pending_from_item(key, &out.attributes.unwrap_or_default()),
-            Err(e) if condition_failed(&e) => self.peek_pending(key).await,
-            Err(e) => Err(store_error(e)),
+        // Version-checked append: each attempt names the version it read,
+        // so concurrent appends to one buffer serialise instead of relying
+        // on the store to make list_append atomic under contention (moto,
+        // for one, does not). Bounded: a buffer is written by one sender.
+        for _ in 0..64 {
+            let current = self.get(pending_pk(key)).await?;
+            let version = match &current {
+                Some(item) => {
+                    if matches!(item.get("ids"), Some(AttributeValue::Ss(ids)) if ids.contains(&message.message_id))
+                    {
+                        // A redelivered webhook: already buffered.
+                        return pending_from_item(key, item);
+                    }
+                    get_n(item, "version")?
+                }
+                None => 0,
+            };
+            let condition = if version == 0 {
+                "attribute_not_exists(version)"
+            } else {
+                "version = :version"
+            };
+            let mut update = self
+                .client
+                .update_item()
+                .table_name(&self.table)
+                .key("pk", s(pending_pk(key)))
+                .update_expression(
+                    "SET messages = list_append(if_not_exists(messages, :empty), :entry), \
+                     version = :next, \
+                     messageCount = if_not_exists(messageCount, :zero) + :one, \
+                     lastAppendAtMs = :now, business = :b, customer = :c, dueShard = :due, \
+                     expiresAtMs = :expMs, expiresAt = :exp \
+                     ADD ids :idSet",
+                )
+                .condition_expression(condition)
+                .expression_attribute_values(":empty", AttributeValue::L(vec![]))
+                .expression_attribute_values(":entry", AttributeValue::L(vec![entry.clone()]))
+                .expression_attribute_values(":zero", n(0))
+                .expression_attribute_values(":one", n(1))
+                .expression_attribute_values(":next", n(version + 1))
+                .expression_attribute_values(":now", n(now))
+                .expression_attribute_values(":b", s(key.business()))
+                .expression_attribute_values(":c", s(key.customer()))
+                .expression_attribute_values(":due", s(DUE_SHARD))
+                .expression_attribute_values(":expMs", n(expires_ms))
+                .expression_attribute_values(":exp", n(expires_ms / 1000 + 1))
+                .expression_attribute_values(
+                    ":idSet",
+                    AttributeValue::Ss(vec![message.message_id.clone()]),
+                )
+                .return_values(ReturnValue::AllNew);
+            if version != 0 {
+                update = update.expression_attribute_values(":version", n(version));
+            }
+            match update.send().await {
+                Ok(out) => return pending_from_item(key, &out.attributes.unwrap_or_default()),
+                Err(e) if condition_failed(&e) => {
+                    tokio::time::sleep(Duration::from_millis(
+                        1 + u64::from(uuid::Uuid::new_v4().as_bytes()[0] % 8),
+                    ))
+                    .await;
+                }
+                Err(e) => return Err(store_error(e)),
+            }
         }
+        Err(SessionError::Busy(
+            "pending buffer is under heavy contention; retry".into(),
+        ))
     }
 
     async fn peek_pending(&self, key: &ConversationKey) -> Result<PendingState> {
