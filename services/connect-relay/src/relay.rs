@@ -315,7 +315,7 @@ impl Relay {
         }
         let (connection_token, connection_expires_at_ms) =
             self.refresh_connection(&participant_token).await?;
-        let mut chat = StartedChat {
+        let chat = StartedChat {
             contact_id,
             participant_id: started.participant_id().unwrap_or_default().to_owned(),
             participant_token,
@@ -332,7 +332,6 @@ impl Relay {
             )
             .await?;
         }
-        chat.contact_id.shrink_to_fit();
         Ok(chat)
     }
 
