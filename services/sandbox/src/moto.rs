@@ -2,6 +2,14 @@
 //! S3, SQS and SNS, on a free loopback port for a test; stopped on drop.
 //! Found through `PARLEY_MOTO_SERVER`, `~/.cache/parley-venv` (where
 //! `.ci/run` installs it) or `PATH`.
+//!
+//! moto applies each write as an unlocked read-modify-write of the stored
+//! item, so two concurrent conditional `UpdateItem`s on one item can both
+//! pass their condition and one write is lost. DynamoDB makes every
+//! single-item write atomic, and Parley relies on that. So when moto's own
+//! Python is at hand (a venv), the server is started through a small
+//! launcher that handles one request at a time (connections stay
+//! concurrent); tests then see DynamoDB's per-item atomicity.
 
 use std::{
     net::TcpStream,
@@ -9,6 +17,30 @@ use std::{
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
+
+/// Runs `moto.server.main` with the WSGI application wrapped so requests
+/// are handled one at a time (see the module docs for why).
+const SERIAL_LAUNCHER: &str = r#"
+import sys, threading
+import moto.server as server
+lock = threading.Lock()
+inner = server.DomainDispatcherApplication
+class Serial:
+    def __init__(self, *args, **kwargs):
+        self.app = inner(*args, **kwargs)
+    def __getattr__(self, name):
+        return getattr(self.app, name)
+    def __setattr__(self, name, value):
+        if name == "app":
+            object.__setattr__(self, name, value)
+        else:
+            setattr(self.app, name, value)
+    def __call__(self, environ, start_response):
+        with lock:
+            return list(self.app(environ, start_response))
+server.DomainDispatcherApplication = Serial
+server.main(sys.argv[1:])
+"#;
 
 /// A running moto server.
 pub struct Moto {
@@ -58,7 +90,16 @@ pub fn start() -> Option<Moto> {
         .local_addr()
         .ok()?
         .port();
-    let child = Command::new(binary)
+    let python = binary.parent().map(|dir| dir.join("python"));
+    let mut command = match python.filter(|python| python.exists()) {
+        Some(python) => {
+            let mut command = Command::new(python);
+            command.args(["-c", SERIAL_LAUNCHER]);
+            command
+        }
+        None => Command::new(binary),
+    };
+    let child = command
         .args(["-H", "127.0.0.1", "-p", &port.to_string()])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
