@@ -18,6 +18,8 @@
 //! - [`participant`]: Connect Participant (connections, messages, events,
 //!   attachments, disconnect) and the attachment upload/download URLs.
 //! - [`social`]: Social Messaging (WhatsApp send, media in and out via S3).
+//! - [`transcribe`]: Transcribe Streaming over event-stream framing, with
+//!   [`recognizer`] (DTMF, never invents words) as its "speech" engine.
 //! - [`streaming`]: Connect chat streaming to SNS (moto) in Connect's format.
 //! - [`control`]: the test control API.
 //! - [`aws`]: AWS-style JSON errors.
@@ -28,9 +30,11 @@ pub mod connect;
 pub mod control;
 pub mod moto;
 pub mod participant;
+pub mod recognizer;
 pub mod social;
 pub mod state;
 pub mod streaming;
+pub mod transcribe;
 
 use std::{net::SocketAddr, sync::Arc};
 
@@ -44,6 +48,7 @@ pub fn router(sandbox: Arc<Sandbox>) -> Router {
         .merge(connect::routes())
         .merge(participant::routes())
         .merge(social::routes())
+        .merge(transcribe::routes())
         .merge(control::routes())
         .with_state(sandbox)
 }

@@ -165,6 +165,19 @@ struct World {
     calls: Vec<String>,
     whatsapp_media: HashMap<String, WhatsAppMedia>,
     whatsapp_sent: Vec<SentWhatsApp>,
+    transcription_requests: Vec<TranscriptionRequest>,
+    transcribe_failure: Option<String>,
+    transcriptions_open: usize,
+    transcriptions_peak: usize,
+}
+
+/// What a Transcribe Streaming request asked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TranscriptionRequest {
+    /// `HTTP/1.1` or `HTTP/2.0`.
+    pub http_version: String,
+    /// Its `x-amzn-transcribe-*` headers.
+    pub headers: HashMap<String, String>,
 }
 
 /// The sandbox: configuration plus the emulated world.
@@ -366,6 +379,42 @@ impl Sandbox {
     /// Every WhatsApp message sent so far, in order.
     pub fn whatsapp_sent(&self) -> Vec<SentWhatsApp> {
         self.world().whatsapp_sent.clone()
+    }
+
+    /// Remembers a stream request; counts it open until
+    /// [`Self::transcription_closed`].
+    pub fn transcription_opened(&self, request: TranscriptionRequest) {
+        let mut world = self.world();
+        world.transcription_requests.push(request);
+        world.transcriptions_open += 1;
+        world.transcriptions_peak = world.transcriptions_peak.max(world.transcriptions_open);
+    }
+
+    /// A stream has ended.
+    pub fn transcription_closed(&self) {
+        let mut world = self.world();
+        world.transcriptions_open = world.transcriptions_open.saturating_sub(1);
+    }
+
+    /// Every stream request so far.
+    pub fn transcription_requests(&self) -> Vec<TranscriptionRequest> {
+        self.world().transcription_requests.clone()
+    }
+
+    /// The most streams that were open at once.
+    pub fn peak_concurrent_transcriptions(&self) -> usize {
+        self.world().transcriptions_peak
+    }
+
+    /// Makes the next transcription stream fail mid-way with this
+    /// exception (`BadRequestException`, `LimitExceededException`, …).
+    pub fn fail_next_transcription(&self, exception: &str) {
+        self.world().transcribe_failure = Some(exception.to_owned());
+    }
+
+    /// Takes the armed transcription failure.
+    pub fn take_transcribe_failure(&self) -> Option<String> {
+        self.world().transcribe_failure.take()
     }
 
     /// Stores a new attachment slot.
