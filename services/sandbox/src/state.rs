@@ -166,7 +166,7 @@ struct World {
     whatsapp_media: HashMap<String, WhatsAppMedia>,
     whatsapp_sent: Vec<SentWhatsApp>,
     transcription_requests: Vec<TranscriptionRequest>,
-    transcribe_failure: Option<String>,
+    transcribe_failure: Option<TranscribeFailure>,
     transcriptions_open: usize,
     transcriptions_peak: usize,
 }
@@ -178,6 +178,15 @@ pub struct TranscriptionRequest {
     pub http_version: String,
     /// Its `x-amzn-transcribe-*` headers.
     pub headers: HashMap<String, String>,
+}
+
+/// A failure armed for the next transcription.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TranscribeFailure {
+    /// The exception, e.g. `LimitExceededException`.
+    pub exception: String,
+    /// Refuse the request (HTTP error) rather than fail mid-stream.
+    pub at_start: bool,
 }
 
 /// The sandbox: configuration plus the emulated world.
@@ -409,11 +418,23 @@ impl Sandbox {
     /// Makes the next transcription stream fail mid-way with this
     /// exception (`BadRequestException`, `LimitExceededException`, …).
     pub fn fail_next_transcription(&self, exception: &str) {
-        self.world().transcribe_failure = Some(exception.to_owned());
+        self.world().transcribe_failure = Some(TranscribeFailure {
+            exception: exception.to_owned(),
+            at_start: false,
+        });
+    }
+
+    /// Makes the next transcription request be refused outright, with
+    /// this exception as an HTTP error, before any audio is read.
+    pub fn refuse_next_transcription(&self, exception: &str) {
+        self.world().transcribe_failure = Some(TranscribeFailure {
+            exception: exception.to_owned(),
+            at_start: true,
+        });
     }
 
     /// Takes the armed transcription failure.
-    pub fn take_transcribe_failure(&self) -> Option<String> {
+    pub fn take_transcribe_failure(&self) -> Option<TranscribeFailure> {
         self.world().transcribe_failure.take()
     }
 

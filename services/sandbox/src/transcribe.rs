@@ -161,7 +161,11 @@ async fn start_stream_transcription(
     });
     let open = OpenStream(sandbox.clone());
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(16);
-    let fail_with = sandbox.take_transcribe_failure();
+    let fail_with = match sandbox.take_transcribe_failure() {
+        Some(failure) if failure.at_start => return refusal(&failure.exception).into_response(),
+        Some(failure) => Some(failure.exception),
+        None => None,
+    };
     let mut body = request.into_body().into_data_stream();
     let response_language = language.clone();
     tokio::spawn(async move {
@@ -275,6 +279,28 @@ async fn start_stream_transcription(
         out.insert("x-amzn-transcribe-language-code", v);
     }
     response
+}
+
+/// An exception as the HTTP error that refuses a request.
+fn refusal(exception: &str) -> AwsError {
+    let (status, kind) = match exception {
+        "BadRequestException" => (StatusCode::BAD_REQUEST, "BadRequestException"),
+        "LimitExceededException" => (StatusCode::TOO_MANY_REQUESTS, "LimitExceededException"),
+        "ConflictException" => (StatusCode::CONFLICT, "ConflictException"),
+        "ServiceUnavailableException" => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ServiceUnavailableException",
+        ),
+        _ => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "InternalFailureException",
+        ),
+    };
+    AwsError {
+        status,
+        kind,
+        message: "failure injected by the sandbox".into(),
+    }
 }
 
 /// Ogg/Opus audio is decoded with Parley's own transcoder, then recognised.

@@ -174,9 +174,7 @@ async fn exceptions_arrive_as_sdk_errors() {
 /// endpoint), framed by hand with the public event-stream codec.
 #[tokio::test]
 async fn the_protocol_also_runs_over_http2() {
-    use aws_smithy_eventstream::frame::{
-        DecodedFrame, MessageFrameDecoder, write_message_to,
-    };
+    use aws_smithy_eventstream::frame::{DecodedFrame, MessageFrameDecoder, write_message_to};
     use aws_smithy_types::event_stream::{Header, HeaderValue, Message};
 
     fn frame(message: &Message) -> Vec<u8> {
@@ -192,8 +190,14 @@ async fn the_protocol_also_runs_over_http2() {
     for chunk in pcm.chunks(800) {
         let audio: Vec<u8> = chunk.iter().flat_map(|s| s.to_le_bytes()).collect();
         let event = Message::new(audio)
-            .add_header(Header::new(":message-type", HeaderValue::String("event".into())))
-            .add_header(Header::new(":event-type", HeaderValue::String("AudioEvent".into())));
+            .add_header(Header::new(
+                ":message-type",
+                HeaderValue::String("event".into()),
+            ))
+            .add_header(Header::new(
+                ":event-type",
+                HeaderValue::String("AudioEvent".into()),
+            ));
         // The SDK wraps each event in a signed envelope; the emulator reads
         // the envelope's payload as the event.
         body.extend(frame(&Message::new(frame(&event))));
@@ -216,7 +220,10 @@ async fn the_protocol_also_runs_over_http2() {
         .unwrap();
     assert_eq!(response.version(), reqwest::Version::HTTP_2);
     assert_eq!(response.status(), 200);
-    assert_eq!(response.headers()["x-amzn-transcribe-language-code"], "en-GB");
+    assert_eq!(
+        response.headers()["x-amzn-transcribe-language-code"],
+        "en-GB"
+    );
     let mut bytes = bytes::BytesMut::from(&response.bytes().await.unwrap()[..]);
     let mut decoder = MessageFrameDecoder::new();
     let mut transcripts = Vec::new();
@@ -225,10 +232,16 @@ async fn the_protocol_also_runs_over_http2() {
         let result = &json["Transcript"]["Results"][0];
         transcripts.push((
             result["IsPartial"].as_bool().unwrap(),
-            result["Alternatives"][0]["Transcript"].as_str().unwrap().to_owned(),
+            result["Alternatives"][0]["Transcript"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
         ));
     }
-    assert_eq!(transcripts.last().unwrap(), &(false, "five eight".to_owned()));
+    assert_eq!(
+        transcripts.last().unwrap(),
+        &(false, "five eight".to_owned())
+    );
     let request = &sandbox.sandbox.transcription_requests()[0];
     assert_eq!(request.http_version, "HTTP/2.0");
 }

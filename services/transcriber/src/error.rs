@@ -1,0 +1,137 @@
+//! The transcriber's one error type, how AWS errors map into it, and how
+//! it becomes a gRPC status.
+
+use aws_sdk_transcribestreaming::{
+    error::{DisplayErrorContext, SdkError},
+    operation::start_stream_transcription::StartStreamTranscriptionError,
+    types::error::TranscriptResultStreamError,
+};
+use aws_smithy_types::event_stream::RawMessage;
+
+type HttpResponse = aws_sdk_transcribestreaming::config::http::HttpResponse;
+
+fn message(message: Option<&str>) -> String {
+    message.unwrap_or("no message").to_owned()
+}
+use parley_proto::common::{ErrorDetail, ErrorReason};
+use prost::Message as _;
+use tonic::{Code, Status};
+
+/// Why a transcription failed.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum TranscribeError {
+    /// The call itself is wrong (missing config, bad sample rate, …).
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
+    /// The audio cannot be used (corrupt, truncated, not the declared encoding).
+    #[error("invalid audio: {0}")]
+    InvalidAudio(String),
+    /// This server's concurrency gate and wait queue are full.
+    #[error("busy: {0}")]
+    Busy(String),
+    /// Transcribe refused the request (`BadRequestException`).
+    #[error("transcribe refused the request: {0}")]
+    BadRequest(String),
+    /// An account limit was hit (`LimitExceededException`): concurrent
+    /// streams, audio length.
+    #[error("transcribe limit exceeded: {0}")]
+    LimitExceeded(String),
+    /// Transcribe is unavailable or did not answer: retry later.
+    #[error("transcribe unavailable: {0}")]
+    Unavailable(String),
+    /// The session id is already in use (`ConflictException`).
+    #[error("transcribe conflict: {0}")]
+    Conflict(String),
+    /// Transcribe failed internally (`InternalFailureException`).
+    #[error("transcribe failed: {0}")]
+    InternalFailure(String),
+    /// Something else went wrong.
+    #[error("internal: {0}")]
+    Internal(String),
+}
+
+impl TranscribeError {
+    /// Maps an error from starting the stream (the HTTP response).
+    pub fn from_start(error: SdkError<StartStreamTranscriptionError, HttpResponse>) -> Self {
+        use StartStreamTranscriptionError as E;
+        match error.as_service_error() {
+            Some(E::BadRequestException(e)) => Self::BadRequest(message(e.message())),
+            Some(E::LimitExceededException(e)) => Self::LimitExceeded(message(e.message())),
+            Some(E::ServiceUnavailableException(e)) => Self::Unavailable(message(e.message())),
+            Some(E::ConflictException(e)) => Self::Conflict(message(e.message())),
+            Some(E::InternalFailureException(e)) => Self::InternalFailure(message(e.message())),
+            _ => Self::other(error),
+        }
+    }
+
+    /// Maps an exception frame on the result stream. (Its error metadata
+    /// carries no code, so the typed variant is what tells them apart.)
+    pub fn from_stream(error: SdkError<TranscriptResultStreamError, RawMessage>) -> Self {
+        use TranscriptResultStreamError as E;
+        match error.as_service_error() {
+            Some(E::BadRequestException(e)) => Self::BadRequest(message(e.message())),
+            Some(E::LimitExceededException(e)) => Self::LimitExceeded(message(e.message())),
+            Some(E::ServiceUnavailableException(e)) => Self::Unavailable(message(e.message())),
+            Some(E::ConflictException(e)) => Self::Conflict(message(e.message())),
+            Some(E::InternalFailureException(e)) => Self::InternalFailure(message(e.message())),
+            _ => Self::other(error),
+        }
+    }
+
+    /// Errors without a known exception: no response is transient.
+    fn other<E, R>(error: SdkError<E, R>) -> Self
+    where
+        E: std::error::Error + 'static,
+        R: std::fmt::Debug,
+    {
+        match error {
+            SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) => {
+                Self::Unavailable("no response from Amazon Transcribe".into())
+            }
+            other => Self::Internal(DisplayErrorContext(&other).to_string()),
+        }
+    }
+
+    /// The AWS exception behind this error, if any.
+    pub fn aws_code(&self) -> &'static str {
+        match self {
+            Self::BadRequest(_) => "BadRequestException",
+            Self::LimitExceeded(_) => "LimitExceededException",
+            Self::Unavailable(_) => "ServiceUnavailableException",
+            Self::Conflict(_) => "ConflictException",
+            Self::InternalFailure(_) => "InternalFailureException",
+            _ => "",
+        }
+    }
+
+    /// The gRPC status for this error, with an [`ErrorDetail`] naming the
+    /// reason and the AWS exception.
+    pub fn to_status(&self) -> Status {
+        let (code, reason) = match self {
+            Self::InvalidRequest(_) | Self::BadRequest(_) => {
+                (Code::InvalidArgument, ErrorReason::InvalidRequest)
+            }
+            Self::InvalidAudio(_) => (Code::InvalidArgument, ErrorReason::InvalidMedia),
+            Self::Busy(_) | Self::LimitExceeded(_) => {
+                (Code::ResourceExhausted, ErrorReason::LimitExceeded)
+            }
+            Self::Unavailable(_) => (Code::Unavailable, ErrorReason::Throttled),
+            // A conflicting session id is transient: a retry gets a new one.
+            Self::Conflict(_) => (Code::Aborted, ErrorReason::Unspecified),
+            Self::InternalFailure(_) | Self::Internal(_) => {
+                (Code::Internal, ErrorReason::Unspecified)
+            }
+        };
+        let detail = ErrorDetail {
+            reason: reason as i32,
+            aws_error_code: self.aws_code().to_owned(),
+        };
+        Status::with_details(code, self.to_string(), detail.encode_to_vec().into())
+    }
+}
+
+impl From<TranscribeError> for Status {
+    fn from(error: TranscribeError) -> Self {
+        error.to_status()
+    }
+}

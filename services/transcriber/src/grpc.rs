@@ -1,0 +1,208 @@
+//! The `parley.transcriber.v1.Transcriber` service: the gate first (so a
+//! full server answers RESOURCE_EXHAUSTED before reading any audio), then
+//! the config, then the transcription on its own task, holding its permit
+//! until the stream ends.
+
+use std::{sync::Arc, time::Duration};
+
+use bytes::Bytes;
+use futures::StreamExt;
+use parley_proto::transcriber::{
+    self as pb,
+    transcriber_server::{Transcriber, TranscriberServer},
+};
+use parley_runtime::config::Settings;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+use tracing::Instrument as _;
+
+use crate::{
+    backend::SpeechBackend,
+    error::TranscribeError,
+    gate::ConcurrencyGate,
+    pacing::Pacing,
+    settings::StreamSettings,
+    transcription::{TranscriptionOptions, transcribe},
+};
+
+/// Responses buffered per stream before the backend waits for the client.
+const RESPONSES_IN_FLIGHT: usize = 16;
+
+/// The server's settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TranscriberConfig {
+    /// Concurrent Transcribe streams (keep it under the account's quota,
+    /// shared by every replica).
+    pub max_streams: usize,
+    /// Calls that may wait for a stream.
+    pub max_waiting: usize,
+    /// How long a call may wait.
+    pub max_wait: Duration,
+    /// How each transcription runs.
+    pub options: TranscriptionOptions,
+}
+
+impl Default for TranscriberConfig {
+    fn default() -> Self {
+        Self {
+            max_streams: 20,
+            max_waiting: 100,
+            max_wait: Duration::from_secs(20),
+            options: TranscriptionOptions::default(),
+        }
+    }
+}
+
+impl TranscriberConfig {
+    /// Reads `PARLEY_TRANSCRIBE_MAX_STREAMS`, `_MAX_WAITING`,
+    /// `_MAX_WAIT_MS`, `_EVENT_MS` (50..=200), `_REALTIME_MULTIPLIER`
+    /// (0 = unpaced) and `_MAX_AUDIO_SECONDS`, reporting bad values.
+    pub fn from_settings(settings: &mut Settings<'_>) -> Self {
+        let defaults = Self::default();
+        let config = Self {
+            max_streams: settings.parse("transcribe_max_streams", defaults.max_streams),
+            max_waiting: settings.parse("transcribe_max_waiting", defaults.max_waiting),
+            max_wait: settings.millis("transcribe_max_wait_ms", defaults.max_wait),
+            options: TranscriptionOptions {
+                event: settings.millis("transcribe_event_ms", defaults.options.event),
+                pacing: Pacing::from_multiplier(
+                    settings.parse("transcribe_realtime_multiplier", 0.0f64),
+                ),
+                max_audio: Duration::from_secs(settings.parse(
+                    "transcribe_max_audio_seconds",
+                    defaults.options.max_audio.as_secs(),
+                )),
+            },
+        };
+        if config.max_streams == 0 {
+            settings.problem("transcribe_max_streams", "must be at least 1");
+        }
+        if !(50..=200).contains(&config.options.event.as_millis()) {
+            settings.problem(
+                "transcribe_event_ms",
+                "must be within 50..=200 (Transcribe's recommended event size)",
+            );
+        }
+        if settings
+            .parse_optional::<f64>("transcribe_realtime_multiplier")
+            .is_some_and(|m| m < 0.0 || !m.is_finite())
+        {
+            settings.problem(
+                "transcribe_realtime_multiplier",
+                "must be 0 (unpaced) or a positive multiple of real time",
+            );
+        }
+        config
+    }
+}
+
+/// The gRPC service over a [`SpeechBackend`].
+pub struct TranscriberService<B> {
+    backend: Arc<B>,
+    gate: ConcurrencyGate,
+    options: Arc<TranscriptionOptions>,
+}
+
+impl<B> Clone for TranscriberService<B> {
+    fn clone(&self) -> Self {
+        Self {
+            backend: self.backend.clone(),
+            gate: self.gate.clone(),
+            options: self.options.clone(),
+        }
+    }
+}
+
+impl<B: SpeechBackend> TranscriberService<B> {
+    /// A service over `backend` with `config`.
+    pub fn new(backend: B, config: TranscriberConfig) -> Self {
+        Self {
+            backend: Arc::new(backend),
+            gate: ConcurrencyGate::new(config.max_streams, config.max_waiting, config.max_wait),
+            options: Arc::new(config.options),
+        }
+    }
+
+    /// The gate, for observing load.
+    pub fn gate(&self) -> &ConcurrencyGate {
+        &self.gate
+    }
+
+    /// The tonic server for this service.
+    pub fn into_server(self) -> TranscriberServer<Self> {
+        TranscriberServer::new(self)
+    }
+}
+
+/// The client's audio messages, as the pipeline reads them.
+fn audio_of(
+    input: Streaming<pb::TranscribeRequest>,
+) -> impl futures::Stream<Item = Result<Bytes, TranscribeError>> + Send + Unpin {
+    input.map(|message| match message {
+        Ok(pb::TranscribeRequest {
+            message: Some(pb::transcribe_request::Message::Audio(audio)),
+        }) => Ok(audio),
+        Ok(_) => Err(TranscribeError::InvalidRequest(
+            "only audio may follow the first message's config".into(),
+        )),
+        Err(status) => Err(TranscribeError::InvalidRequest(format!(
+            "the client's stream failed: {}",
+            status.message()
+        ))),
+    })
+}
+
+#[tonic::async_trait]
+impl<B: SpeechBackend> Transcriber for TranscriberService<B> {
+    type TranscribeStream = ReceiverStream<Result<pb::TranscribeResponse, Status>>;
+
+    async fn transcribe(
+        &self,
+        request: Request<Streaming<pb::TranscribeRequest>>,
+    ) -> Result<Response<Self::TranscribeStream>, Status> {
+        let permit = self.gate.enter().await?;
+        let mut input = request.into_inner();
+        let config = match input.message().await? {
+            Some(pb::TranscribeRequest {
+                message: Some(pb::transcribe_request::Message::Config(config)),
+            }) => config,
+            _ => {
+                return Err(TranscribeError::InvalidRequest(
+                    "the first message must be the TranscriptionConfig".into(),
+                )
+                .into());
+            }
+        };
+        let settings = StreamSettings::from_proto(config)?;
+        let span = tracing::info_span!(
+            "transcription",
+            encoding = ?settings.encoding,
+            sample_rate_hz = settings.sample_rate_hz,
+            audio_ms = tracing::field::Empty,
+            segments = tracing::field::Empty,
+        );
+        let (out, responses) = mpsc::channel(RESPONSES_IN_FLIGHT);
+        let backend = self.backend.clone();
+        let options = self.options.clone();
+        tokio::spawn(
+            async move {
+                let _permit = permit;
+                match transcribe(&*backend, settings, &options, audio_of(input), &out).await {
+                    Ok(outcome) => {
+                        let span = tracing::Span::current();
+                        span.record("audio_ms", outcome.audio.as_millis() as u64);
+                        span.record("segments", outcome.segments);
+                        tracing::debug!("transcription finished");
+                    }
+                    Err(error) => {
+                        tracing::info!(error = %error, "transcription failed");
+                        let _ = out.send(Err(error.to_status())).await;
+                    }
+                }
+            }
+            .instrument(span),
+        );
+        Ok(Response::new(ReceiverStream::new(responses)))
+    }
+}

@@ -1,0 +1,440 @@
+//! The transcriber end to end: gRPC in, the real aws-sdk-transcribestreaming
+//! client out, against the sandbox's Transcribe emulator, whose DTMF
+//! recognizer only gets the words right if the audio arrived intact.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use parley_proto::{
+    common::{ErrorDetail, ErrorReason},
+    transcoder::{
+        self as tc, AudioFormat, InputSpec, OutputSpec, convert_stream_response,
+        transcoder_client::TranscoderClient,
+    },
+    transcriber::{
+        AudioEncoding, LanguageIdentification, PartialStability, PiiMode, TranscribeRequest,
+        TranscribeResponse, TranscriptSegment, TranscriptionConfig, TranscriptionSummary,
+        transcribe_request, transcribe_response, transcriber_client::TranscriberClient,
+        transcription_config::Language,
+    },
+};
+use parley_runtime::server::{GrpcServer, ServerConfig};
+use parley_sandbox::{RunningSandbox, SandboxConfig, moto, recognizer::dtmf};
+use parley_transcoder::{
+    grpc::{TranscoderConfig, TranscoderService},
+    synth,
+};
+use parley_transcriber::{
+    backend::AwsTranscribe,
+    grpc::{TranscriberConfig, TranscriberService},
+    pacing::Pacing,
+};
+use prost::Message as _;
+use tonic::{Code, Status, transport::Channel};
+
+struct Harness {
+    sandbox: RunningSandbox,
+    client: TranscriberClient<Channel>,
+    service: TranscriberService<AwsTranscribe>,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+/// Serves what `add` puts on a server on a loopback port; returns its
+/// endpoint and the stop.
+async fn serve(
+    add: impl FnOnce(GrpcServer) -> GrpcServer,
+) -> (String, tokio::sync::oneshot::Sender<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(
+        add(GrpcServer::new(ServerConfig::local(address))).serve(listener, async {
+            let _ = stopped.await;
+        }),
+    );
+    (format!("http://{address}"), stop)
+}
+
+async fn harness(config: TranscriberConfig) -> Harness {
+    let sandbox = parley_sandbox::start("127.0.0.1:0".parse().unwrap(), SandboxConfig::default())
+        .await
+        .unwrap();
+    let aws = moto::aws_config(&sandbox.endpoint).await;
+    let backend = AwsTranscribe::new(aws_sdk_transcribestreaming::Client::new(&aws));
+    let service = TranscriberService::new(backend, config);
+    let (endpoint, stop) = serve(|server| server.add_service(service.clone().into_server())).await;
+    let client = TranscriberClient::connect(endpoint).await.unwrap();
+    Harness {
+        sandbox,
+        client,
+        service,
+        _stop: stop,
+    }
+}
+
+fn pcm_config(rate: u32) -> TranscriptionConfig {
+    TranscriptionConfig {
+        language: Some(Language::LanguageCode("en-US".into())),
+        sample_rate_hz: rate,
+        encoding: AudioEncoding::PcmS16le as i32,
+        ..Default::default()
+    }
+}
+
+fn requests(
+    config: TranscriptionConfig,
+    audio: Vec<u8>,
+    piece: usize,
+) -> impl futures::Stream<Item = TranscribeRequest> + Send + 'static {
+    let config = TranscribeRequest {
+        message: Some(transcribe_request::Message::Config(config)),
+    };
+    let pieces: Vec<_> = audio.chunks(piece).map(|c| c.to_vec()).collect();
+    futures::stream::iter(std::iter::once(config).chain(pieces.into_iter().map(|p| {
+        TranscribeRequest {
+            message: Some(transcribe_request::Message::Audio(p.into())),
+        }
+    })))
+}
+
+/// Segments and the summary of one call, or its error status.
+async fn collect(
+    mut client: TranscriberClient<Channel>,
+    input: impl futures::Stream<Item = TranscribeRequest> + Send + 'static,
+) -> Result<(Vec<TranscriptSegment>, TranscriptionSummary), Status> {
+    let mut responses = client.transcribe(input).await?.into_inner();
+    let mut segments = Vec::new();
+    while let Some(response) = responses.message().await? {
+        match response {
+            TranscribeResponse {
+                message: Some(transcribe_response::Message::Segment(segment)),
+            } => segments.push(segment),
+            TranscribeResponse {
+                message: Some(transcribe_response::Message::Summary(summary)),
+            } => {
+                assert!(responses.message().await?.is_none(), "the summary is last");
+                return Ok((segments, summary));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    panic!("the stream ended without a summary")
+}
+
+fn detail(status: &Status) -> ErrorDetail {
+    ErrorDetail::decode(status.details()).expect("an ErrorDetail")
+}
+
+#[tokio::test]
+async fn a_voice_note_goes_through_the_transcoder_and_the_transcriber_to_text() {
+    let harness = harness(TranscriberConfig::default()).await;
+    let (transcoder, _stop_transcoder) = serve(|server| {
+        server.add_service(TranscoderService::new(TranscoderConfig::default()).into_server())
+    })
+    .await;
+    let note = synth::encode_pcm(&dtmf("4271#", 48_000), 48_000).unwrap();
+
+    // The transcoder's PCM output streams straight into the transcriber.
+    let converted = TranscoderClient::connect(transcoder)
+        .await
+        .unwrap()
+        .convert_stream(futures::stream::iter(
+            parley_transcoder::client::convert_stream_requests(
+                &note,
+                InputSpec::default(),
+                OutputSpec {
+                    format: AudioFormat::PcmS16le as i32,
+                    sample_rate_hz: 16_000,
+                    ..Default::default()
+                },
+                4_096,
+            )
+            .collect::<Vec<_>>(),
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let pcm_bytes = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counted = pcm_bytes.clone();
+    let audio = converted.filter_map(move |response| {
+        let counted = counted.clone();
+        async move {
+            match response.unwrap().message {
+                Some(convert_stream_response::Message::Chunk(chunk)) => {
+                    counted.fetch_add(chunk.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                    Some(TranscribeRequest {
+                        message: Some(transcribe_request::Message::Audio(chunk)),
+                    })
+                }
+                Some(convert_stream_response::Message::Summary(tc::ConvertSummary { .. }))
+                | None => None,
+            }
+        }
+    });
+    let config = TranscribeRequest {
+        message: Some(transcribe_request::Message::Config(pcm_config(16_000))),
+    };
+    let (segments, summary) = collect(
+        harness.client.clone(),
+        futures::stream::once(async { config }).chain(audio),
+    )
+    .await
+    .unwrap();
+
+    assert_eq!(summary.transcript, "four two seven one hash");
+    assert_eq!(summary.language_code, "en-US");
+    assert_eq!(summary.segment_count, 1);
+    assert!(!summary.session_id.is_empty());
+    let pcm_ms = pcm_bytes.load(std::sync::atomic::Ordering::Relaxed) / 32;
+    assert_eq!(summary.audio_duration_ms, pcm_ms, "every sample was sent");
+    let partials: Vec<_> = segments.iter().filter(|s| s.is_partial).collect();
+    assert!(partials.len() >= 3, "partials flow while audio is sent");
+    let last = segments.last().unwrap();
+    assert!(!last.is_partial && last.result_id == partials[0].result_id);
+    assert!(last.end_s > last.start_s && last.confidence > 0.0);
+    let request = &harness.sandbox.sandbox.transcription_requests()[0].headers;
+    assert_eq!(request["x-amzn-transcribe-media-encoding"], "pcm");
+    assert_eq!(request["x-amzn-transcribe-sample-rate"], "16000");
+}
+
+#[tokio::test]
+async fn ogg_opus_is_repaginated_and_every_option_reaches_the_request() {
+    let harness = harness(TranscriberConfig::default()).await;
+    let note = synth::encode_pcm(&dtmf("90*", 48_000), 48_000).unwrap();
+    let config = TranscriptionConfig {
+        language: Some(Language::IdentifyLanguage(LanguageIdentification {
+            language_options: vec!["en-US".into(), "es-US".into()],
+            preferred_language: "es-US".into(),
+        })),
+        sample_rate_hz: 48_000,
+        encoding: AudioEncoding::OggOpus as i32,
+        vocabulary_name: "parley-words".into(),
+        pii_mode: PiiMode::Redact as i32,
+        pii_entity_types: vec!["NAME".into(), "PHONE".into()],
+        partial_stability: PartialStability::High as i32,
+    };
+    let (_, summary) = collect(harness.client.clone(), requests(config, note, 333))
+        .await
+        .unwrap();
+    assert_eq!(summary.transcript, "nine zero star");
+    assert_eq!(summary.language_code, "es-US", "the identified language");
+
+    let headers = &harness.sandbox.sandbox.transcription_requests()[0].headers;
+    for (name, value) in [
+        ("x-amzn-transcribe-media-encoding", "ogg-opus"),
+        ("x-amzn-transcribe-sample-rate", "48000"),
+        ("x-amzn-transcribe-identify-language", "true"),
+        ("x-amzn-transcribe-language-options", "en-US,es-US"),
+        ("x-amzn-transcribe-preferred-language", "es-US"),
+        ("x-amzn-transcribe-vocabulary-names", "parley-words"),
+        ("x-amzn-transcribe-content-redaction-type", "PII"),
+        ("x-amzn-transcribe-pii-entity-types", "NAME,PHONE"),
+        (
+            "x-amzn-transcribe-enable-partial-results-stabilization",
+            "true",
+        ),
+        ("x-amzn-transcribe-partial-results-stability", "high"),
+    ] {
+        assert_eq!(headers.get(name).map(String::as_str), Some(value), "{name}");
+    }
+    assert!(!headers.contains_key("x-amzn-transcribe-language-code"));
+}
+
+#[tokio::test]
+async fn every_transcribe_exception_maps_to_a_status_with_its_message() {
+    let harness = harness(TranscriberConfig::default()).await;
+    let audio = synth::to_le_bytes(&dtmf("12", 16_000));
+    for (exception, code, reason) in [
+        (
+            "BadRequestException",
+            Code::InvalidArgument,
+            ErrorReason::InvalidRequest,
+        ),
+        (
+            "LimitExceededException",
+            Code::ResourceExhausted,
+            ErrorReason::LimitExceeded,
+        ),
+        (
+            "ServiceUnavailableException",
+            Code::Unavailable,
+            ErrorReason::Throttled,
+        ),
+        ("ConflictException", Code::Aborted, ErrorReason::Unspecified),
+        (
+            "InternalFailureException",
+            Code::Internal,
+            ErrorReason::Unspecified,
+        ),
+    ] {
+        // Refused at the start (an HTTP error) and failed mid-stream (an
+        // exception frame) map the same way.
+        for at_start in [true, false] {
+            if at_start {
+                harness.sandbox.sandbox.refuse_next_transcription(exception);
+            } else {
+                harness.sandbox.sandbox.fail_next_transcription(exception);
+            }
+            let status = collect(
+                harness.client.clone(),
+                requests(pcm_config(16_000), audio.clone(), 1_000),
+            )
+            .await
+            .unwrap_err();
+            assert_eq!(status.code(), code, "{exception} {at_start}: {status:?}");
+            assert!(
+                status.message().contains("failure injected by the sandbox"),
+                "{exception}: the service's message is kept: {}",
+                status.message()
+            );
+            let detail = detail(&status);
+            assert_eq!(detail.aws_error_code, exception);
+            assert_eq!(detail.reason, reason as i32, "{exception}");
+        }
+    }
+    // The service still works afterwards.
+    let (_, summary) = collect(
+        harness.client.clone(),
+        requests(pcm_config(16_000), audio, 1_000),
+    )
+    .await
+    .unwrap();
+    assert_eq!(summary.transcript, "one two");
+}
+
+#[tokio::test]
+async fn bad_calls_get_clear_errors() {
+    let harness = harness(TranscriberConfig::default()).await;
+    let audio_first = futures::stream::iter([TranscribeRequest {
+        message: Some(transcribe_request::Message::Audio(vec![0; 320].into())),
+    }]);
+    let status = collect(harness.client.clone(), audio_first)
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(
+        status.message().contains("first message"),
+        "{}",
+        status.message()
+    );
+
+    let no_language = TranscriptionConfig {
+        language: None,
+        ..pcm_config(16_000)
+    };
+    let status = collect(
+        harness.client.clone(),
+        requests(no_language, vec![0; 320], 320),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+
+    let not_ogg = TranscriptionConfig {
+        encoding: AudioEncoding::OggOpus as i32,
+        ..pcm_config(48_000)
+    };
+    let status = collect(
+        harness.client.clone(),
+        requests(not_ogg, vec![7; 5_000], 500),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert_eq!(detail(&status).reason, ErrorReason::InvalidMedia as i32);
+    assert!(status.message().contains("OggS"), "{}", status.message());
+}
+
+#[tokio::test]
+async fn a_gate_of_ten_carries_a_hundred_parallel_streams() {
+    let harness = harness(TranscriberConfig {
+        max_streams: 10,
+        max_waiting: 100,
+        max_wait: Duration::from_secs(60),
+        options: parley_transcriber::transcription::TranscriptionOptions {
+            // ~100 ms per stream, so unlimited streams would overlap widely.
+            pacing: Pacing::RealTime { multiplier: 10.0 },
+            ..Default::default()
+        },
+    })
+    .await;
+    let calls = (0..100).map(|i| {
+        let keys = format!("{:02}", i);
+        let audio = synth::to_le_bytes(&dtmf(&keys, 8_000));
+        let client = harness.client.clone();
+        tokio::spawn(async move {
+            let (_, summary) = collect(client, requests(pcm_config(8_000), audio, 4_000)).await?;
+            Ok::<_, Status>((keys, summary.transcript))
+        })
+    });
+    let results = futures::future::join_all(calls).await;
+    for result in results {
+        let (keys, transcript) = result.unwrap().unwrap();
+        let expected: Vec<_> = keys.chars().map(parley_sandbox::recognizer::word).collect();
+        assert_eq!(transcript, expected.join(" "));
+    }
+    let peak = harness.sandbox.sandbox.peak_concurrent_transcriptions();
+    assert!(peak <= 10, "the gate held AWS to 10 streams, saw {peak}");
+    assert!(peak >= 2, "streams did run in parallel ({peak})");
+    assert_eq!(harness.sandbox.sandbox.transcription_requests().len(), 100);
+    assert_eq!(
+        (
+            harness.service.gate().in_use(),
+            harness.service.gate().waiting()
+        ),
+        (0, 0)
+    );
+}
+
+#[tokio::test]
+async fn an_overflowing_queue_gets_resource_exhausted_at_once() {
+    let harness = harness(TranscriberConfig {
+        max_streams: 1,
+        max_waiting: 1,
+        max_wait: Duration::from_secs(60),
+        ..Default::default()
+    })
+    .await;
+    let audio = synth::to_le_bytes(&dtmf("3", 16_000));
+    // The first call holds the only stream: its audio is still "coming".
+    let (hold, held_audio) = tokio::sync::mpsc::channel(4);
+    hold.send(TranscribeRequest {
+        message: Some(transcribe_request::Message::Config(pcm_config(16_000))),
+    })
+    .await
+    .unwrap();
+    hold.send(TranscribeRequest {
+        message: Some(transcribe_request::Message::Audio(audio.clone().into())),
+    })
+    .await
+    .unwrap();
+    let first = tokio::spawn(collect(
+        harness.client.clone(),
+        tokio_stream::wrappers::ReceiverStream::new(held_audio),
+    ));
+    while harness.service.gate().in_use() == 0 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // The second waits in the queue.
+    let second = tokio::spawn(collect(
+        harness.client.clone(),
+        requests(pcm_config(16_000), audio.clone(), 1_000),
+    ));
+    while harness.service.gate().waiting() == 0 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // The third finds the queue full.
+    let status = collect(
+        harness.client.clone(),
+        requests(pcm_config(16_000), audio, 1_000),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert_eq!(detail(&status).reason, ErrorReason::LimitExceeded as i32);
+    assert!(status.message().contains("waiting"), "{}", status.message());
+
+    drop(hold);
+    assert_eq!(first.await.unwrap().unwrap().1.transcript, "three");
+    assert_eq!(second.await.unwrap().unwrap().1.transcript, "three");
+}
