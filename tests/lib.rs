@@ -29,3 +29,27 @@ pub fn free_port() -> u16 {
         .map(|a| a.port())
         .expect("a free port")
 }
+
+/// Waits (up to 5 s) until the gRPC server at `endpoint` reports `service`
+/// SERVING; `false` if it never does.
+pub async fn wait_until_serving(endpoint: &str, service: &str) -> bool {
+    use tonic_health::pb::{
+        HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+    };
+    for _ in 0..100 {
+        if let Ok(channel) = tonic::transport::Channel::from_shared(endpoint.to_owned())
+            .expect("a valid endpoint")
+            .connect()
+            .await
+            && let Ok(response) = HealthClient::new(channel)
+                .check(HealthCheckRequest {
+                    service: service.into(),
+                })
+                .await
+        {
+            return response.into_inner().status() == ServingStatus::Serving;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    false
+}

@@ -11,10 +11,7 @@ use std::{
 use parley_proto::transcoder::{
     AudioFormat, ConvertRequest, OutputSpec, transcoder_client::TranscoderClient,
 };
-use parley_tests::{binary, free_port};
-use tonic_health::pb::{
-    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
-};
+use parley_tests::{binary, free_port, wait_until_serving};
 
 #[tokio::test]
 async fn serves_converts_and_drains_on_sigterm() {
@@ -31,23 +28,7 @@ async fn serves_converts_and_drains_on_sigterm() {
         .unwrap();
 
     let endpoint = format!("http://127.0.0.1:{port}");
-    let mut healthy = false;
-    for _ in 0..100 {
-        if let Ok(channel) = tonic::transport::Channel::from_shared(endpoint.clone())
-            .unwrap()
-            .connect()
-            .await
-            && let Ok(r) = HealthClient::new(channel)
-                .check(HealthCheckRequest {
-                    service: "parley.transcoder.v1.Transcoder".into(),
-                })
-                .await
-        {
-            healthy = r.into_inner().status() == ServingStatus::Serving;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let healthy = wait_until_serving(&endpoint, "parley.transcoder.v1.Transcoder").await;
     assert!(healthy, "the process became healthy");
 
     let note = parley_transcoder::synth::voice_note(3.0, 16_000).unwrap();

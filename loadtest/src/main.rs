@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 
 mod session;
 mod transcoder;
+mod transcriber;
 
 #[derive(Parser)]
 #[command(
@@ -26,11 +27,16 @@ enum Command {
     /// Session lookups and claims per second through gRPC, with latency
     /// percentiles, on the embedded store.
     Session(session::Options),
+    /// Voice notes to text: Parley's transcriber against the AWS SDK
+    /// straight to the Transcribe emulator (streams per second and the
+    /// latency the service adds), plus real-time pacing as the AWS sample.
+    Transcriber(transcriber::Options),
 }
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Transcoder(options) => transcoder::run(options),
         Command::Session(options) => session::run(options),
+        Command::Transcriber(options) => transcriber::run(options),
     }
 }

@@ -93,6 +93,29 @@ impl Drop for TelemetryGuard {
     }
 }
 
+/// Dependencies whose TRACE output is wire-level: whole messages and
+/// headers (the AWS SDK's event-stream receiver logs every transcript,
+/// signing logs canonical requests with tokens). Privacy is not a log
+/// level, so these are dropped whatever `RUST_LOG` asks for.
+const WIRE_LEVEL_TARGETS: [&str; 6] = [
+    "aws_smithy",
+    "aws_sigv4",
+    "aws_runtime",
+    "h2",
+    "hyper",
+    "reqwest",
+];
+
+/// Whether an event or span would write message payloads.
+fn writes_payloads(target: &str, level: &tracing::Level) -> bool {
+    *level == tracing::Level::TRACE
+        && WIRE_LEVEL_TARGETS.iter().any(|prefix| {
+            target.strip_prefix(prefix).is_some_and(|rest| {
+                rest.is_empty() || rest.starts_with("::") || rest.starts_with('_')
+            })
+        })
+}
+
 /// Installs the global subscriber and propagator. Call once, from inside the
 /// tokio runtime, before serving.
 pub fn init(config: &TelemetryConfig) -> Result<TelemetryGuard, Box<dyn std::error::Error>> {
@@ -134,10 +157,42 @@ pub fn init(config: &TelemetryConfig) -> Result<TelemetryGuard, Box<dyn std::err
             .boxed(),
     };
     tracing_subscriber::registry()
+        .with(tracing_subscriber::filter::filter_fn(|metadata| {
+            !writes_payloads(metadata.target(), metadata.level())
+        }))
         .with(otel_layer.with_filter(trace_filter))
         .with(fmt_layer.with_filter(log_filter))
         .try_init()?;
     Ok(TelemetryGuard {
         provider: Some(provider),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use tracing::Level;
+
+    use super::writes_payloads;
+
+    #[test]
+    fn wire_level_trace_is_dropped_and_nothing_else() {
+        for target in [
+            "aws_smithy_http::event_stream::receiver",
+            "aws_smithy_runtime::client::orchestrator",
+            "aws_sigv4::http_request::sign",
+            "h2::codec::framed_read",
+            "hyper_util::client::legacy::pool",
+        ] {
+            assert!(writes_payloads(target, &Level::TRACE), "{target}");
+            assert!(!writes_payloads(target, &Level::DEBUG), "{target} at debug");
+        }
+        for target in [
+            "parley_transcriber::grpc",
+            "h2o",
+            "hyperloglog",
+            "tonic::transport",
+        ] {
+            assert!(!writes_payloads(target, &Level::TRACE), "{target}");
+        }
+    }
 }

@@ -84,6 +84,10 @@ pub async fn start(
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let app = router(sandbox.clone());
     tokio::spawn(async move {
+        // Small frames (event-stream results) go out at once, as from AWS.
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         let _ = axum::serve(listener, app)
             .with_graceful_shutdown(async {
                 let _ = stopped.await;
