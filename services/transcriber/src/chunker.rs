@@ -150,6 +150,9 @@ pub struct OggChunker {
     total_samples: u64,
     /// The page granule the input declared last (its end trimming).
     declared_granule: u64,
+    /// Decoder priming samples (OpusHead pre-skip) not yet discounted:
+    /// they are decoded but not audio, so no event's duration counts them.
+    pre_skip_left: u64,
     /// The latest audio packet and its samples, not yet written.
     held: Option<(Vec<u8>, u64)>,
     finished: bool,
@@ -169,6 +172,7 @@ impl OggChunker {
             event_samples: 0,
             total_samples: 0,
             declared_granule: 0,
+            pre_skip_left: 0,
             held: None,
             finished: false,
         }
@@ -247,6 +251,9 @@ impl OggChunker {
                     String::from_utf8_lossy(expected)
                 )));
             }
+            if self.header_packets == 0 && data.len() >= 12 {
+                self.pre_skip_left = u64::from(u16::from_le_bytes([data[10], data[11]]));
+            }
             self.header_packets += 1;
             return self.write(data, PacketWriteEndInfo::EndPage, 0);
         }
@@ -300,7 +307,9 @@ impl OggChunker {
     /// Emits everything written since the last event (pages already ended).
     fn take_event(&mut self) -> AudioChunk {
         let bytes = std::mem::take(self.writer.inner_mut());
-        let duration = samples_to_duration(self.event_samples);
+        let priming = self.pre_skip_left.min(self.event_samples);
+        self.pre_skip_left -= priming;
+        let duration = samples_to_duration(self.event_samples - priming);
         self.event_samples = 0;
         AudioChunk {
             bytes: bytes.into(),
@@ -330,6 +339,8 @@ impl OggChunker {
             self.total_samples
         };
         self.write(last, PacketWriteEndInfo::EndStream, granule)?;
+        // The trimmed tail is not audio either.
+        self.event_samples -= (self.total_samples - granule).min(self.event_samples);
         Ok(Some(self.take_event()))
     }
 }
@@ -439,6 +450,13 @@ mod tests {
                 event.duration
             );
         }
+        let total: Duration = events.iter().map(|e| e.duration).sum();
+        let info = probe(&note, Limits::default()).unwrap();
+        let exact = Duration::from_micros(info.sample_count * 1_000_000 / 48_000);
+        assert!(
+            total.abs_diff(exact) < Duration::from_millis(1),
+            "events count audio, not priming or trimmed samples: {total:?} vs {exact:?}"
+        );
         let repaginated = events.concat_bytes();
         assert_eq!(
             probe(&repaginated, Limits::default()).unwrap().sample_count,

@@ -213,10 +213,18 @@ async fn ogg_opus_is_repaginated_and_every_option_reaches_the_request() {
         pii_entity_types: vec!["NAME".into(), "PHONE".into()],
         partial_stability: PartialStability::High as i32,
     };
+    let note_ms = parley_transcoder::pipeline::probe(&note, Default::default())
+        .unwrap()
+        .duration_ms();
     let (_, summary) = collect(harness.client.clone(), requests(config, note, 333))
         .await
         .unwrap();
     assert_eq!(summary.transcript, "nine zero star");
+    assert!(
+        summary.audio_duration_ms.abs_diff(note_ms) <= 1,
+        "{} ms reported for a {note_ms} ms note",
+        summary.audio_duration_ms
+    );
     assert_eq!(summary.language_code, "es-US", "the identified language");
 
     let headers = &harness.sandbox.sandbox.transcription_requests()[0].headers;
