@@ -13,7 +13,7 @@ use tokio::{sync::mpsc, time::Instant};
 
 use crate::{
     backend::{Segment, SpeechBackend},
-    chunker::{Chunker, OggChunker, PcmChunker},
+    chunker::{AudioChunk, Chunker, OggChunker, PcmChunker},
     error::TranscribeError,
     pacing::Pacing,
     settings::{Encoding, Language, StreamSettings},
@@ -67,8 +67,16 @@ pub async fn transcribe<B: SpeechBackend>(
         Encoding::OggOpus => Chunker::OggOpus(Box::new(OggChunker::new(options.event))),
     };
     let (audio_tx, audio_rx) = mpsc::channel(AUDIO_EVENTS_IN_FLIGHT);
-    let pump = pump_audio(audio_in, chunker, options, audio_tx);
+    let (first_audio_tx, first_audio) = tokio::sync::oneshot::channel();
+    let pump = pump_audio(audio_in, chunker, options, audio_tx, first_audio_tx);
     let results = async {
+        // Open the Transcribe stream only once there is audio to send: a
+        // slow client then holds no AWS stream (a quota slot), and cannot
+        // trip Transcribe's timeout for streams without audio. Without any
+        // audio the pump fails, and that error ends the call.
+        if first_audio.await.is_err() {
+            std::future::pending::<()>().await;
+        }
         let started = backend.start(&settings, audio_rx).await?;
         forward_results(started, &settings, out).await
     };
@@ -94,10 +102,16 @@ async fn pump_audio(
     mut chunker: Chunker,
     options: &TranscriptionOptions,
     audio_tx: mpsc::Sender<Bytes>,
+    first_audio: tokio::sync::oneshot::Sender<()>,
 ) -> Result<Duration, TranscribeError> {
-    let started = Instant::now();
-    let mut sent = Duration::ZERO;
-    let mut backend_gone = false;
+    let mut sender = EventSender {
+        audio_tx,
+        pacing: options.pacing,
+        first_audio: Some(first_audio),
+        started: Instant::now(),
+        sent: Duration::ZERO,
+        backend_gone: false,
+    };
     while let Some(piece) = audio_in.next().await {
         let chunks = chunker.push(&piece?)?;
         if chunker.audio_seen() > options.max_audio {
@@ -107,26 +121,47 @@ async fn pump_audio(
             )));
         }
         for chunk in chunks {
-            if let Some(after) = options.pacing.release_after(sent) {
-                tokio::time::sleep_until(started + after).await;
-            }
-            // A backend that stops reading has failed; the results side
-            // reports why, so the pump just stops sending.
-            backend_gone |= audio_tx.send(chunk.bytes).await.is_err();
-            sent += chunk.duration;
+            sender.send(chunk).await;
         }
-        if backend_gone {
-            return Ok(sent);
+        if sender.backend_gone {
+            return Ok(sender.sent);
         }
     }
     if let Some(last) = chunker.finish()? {
-        let _ = audio_tx.send(last.bytes).await;
-        sent += last.duration;
+        sender.send(last).await;
     }
-    if sent.is_zero() {
+    if sender.sent.is_zero() {
         return Err(TranscribeError::InvalidAudio("no audio was sent".into()));
     }
-    Ok(sent)
+    Ok(sender.sent)
+}
+
+/// Sends events to the backend at the pacing policy's times.
+struct EventSender {
+    audio_tx: mpsc::Sender<Bytes>,
+    pacing: Pacing,
+    /// Signalled with the first event, so the stream opens then.
+    first_audio: Option<tokio::sync::oneshot::Sender<()>>,
+    /// When the first event went: pacing counts from there.
+    started: Instant,
+    sent: Duration,
+    backend_gone: bool,
+}
+
+impl EventSender {
+    async fn send(&mut self, chunk: AudioChunk) {
+        if let Some(first_audio) = self.first_audio.take() {
+            self.started = Instant::now();
+            let _ = first_audio.send(());
+        }
+        if let Some(after) = self.pacing.release_after(self.sent) {
+            tokio::time::sleep_until(self.started + after).await;
+        }
+        // A backend that stops reading has failed; the results side
+        // reports why, so the pump just stops sending.
+        self.backend_gone |= self.audio_tx.send(chunk.bytes).await.is_err();
+        self.sent += chunk.duration;
+    }
 }
 
 /// Sends every segment to the client; returns the summary (without the
@@ -212,6 +247,7 @@ mod tests {
     #[derive(Default, Clone)]
     struct RecordingBackend {
         events: Arc<Mutex<Vec<(Instant, usize)>>>,
+        starts: Arc<std::sync::atomic::AtomicUsize>,
     }
 
     impl SpeechBackend for RecordingBackend {
@@ -220,6 +256,8 @@ mod tests {
             _settings: &StreamSettings,
             mut audio: mpsc::Receiver<Bytes>,
         ) -> Result<StartedStream, TranscribeError> {
+            self.starts
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             let events = self.events.clone();
             let results = async move {
                 while let Some(bytes) = audio.recv().await {
@@ -321,6 +359,44 @@ mod tests {
         for (index, (at, _)) in events.iter().enumerate() {
             assert_eq!(*at - started, Duration::from_millis(50 * index as u64));
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn no_backend_stream_is_opened_before_audio_arrives() {
+        let backend = RecordingBackend::default();
+        let (out, _responses) = mpsc::channel(4);
+        let (audio_tx, audio_rx) = mpsc::channel(1);
+        let call = tokio::spawn({
+            let backend = backend.clone();
+            async move {
+                let options = TranscriptionOptions::default();
+                let audio = tokio_stream::wrappers::ReceiverStream::new(audio_rx);
+                transcribe(&backend, pcm_settings(), &options, audio, &out).await
+            }
+        });
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        assert_eq!(backend.starts.load(std::sync::atomic::Ordering::SeqCst), 0);
+        audio_tx
+            .send(Ok(Bytes::from(vec![0u8; 6_400])))
+            .await
+            .unwrap();
+        drop(audio_tx);
+        assert_eq!(
+            call.await.unwrap().unwrap().audio,
+            Duration::from_millis(200)
+        );
+        assert_eq!(backend.starts.load(std::sync::atomic::Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_note_shorter_than_one_event_is_transcribed() {
+        let (result, events, _) = run(
+            Pacing::AsFastAsAccepted,
+            vec![Ok(Bytes::from(vec![0u8; 1_000]))],
+        )
+        .await;
+        assert_eq!(result.unwrap().audio, Duration::from_micros(31_250));
+        assert_eq!(events.len(), 1);
     }
 
     #[tokio::test]
