@@ -60,15 +60,20 @@ impl TranscriberConfig {
     /// (0 = unpaced) and `_MAX_AUDIO_SECONDS`, reporting bad values.
     pub fn from_settings(settings: &mut Settings<'_>) -> Self {
         let defaults = Self::default();
+        let multiplier = settings.parse("transcribe_realtime_multiplier", 0.0f64);
+        if multiplier < 0.0 || !multiplier.is_finite() {
+            settings.problem(
+                "transcribe_realtime_multiplier",
+                "must be 0 (unpaced) or a positive multiple of real time",
+            );
+        }
         let config = Self {
             max_streams: settings.parse("transcribe_max_streams", defaults.max_streams),
             max_waiting: settings.parse("transcribe_max_waiting", defaults.max_waiting),
             max_wait: settings.millis("transcribe_max_wait_ms", defaults.max_wait),
             options: TranscriptionOptions {
                 event: settings.millis("transcribe_event_ms", defaults.options.event),
-                pacing: Pacing::from_multiplier(
-                    settings.parse("transcribe_realtime_multiplier", 0.0f64),
-                ),
+                pacing: Pacing::from_multiplier(multiplier),
                 max_audio: Duration::from_secs(settings.parse(
                     "transcribe_max_audio_seconds",
                     defaults.options.max_audio.as_secs(),
@@ -82,15 +87,6 @@ impl TranscriberConfig {
             settings.problem(
                 "transcribe_event_ms",
                 "must be within 50..=200 (Transcribe's recommended event size)",
-            );
-        }
-        if settings
-            .parse_optional::<f64>("transcribe_realtime_multiplier")
-            .is_some_and(|m| m < 0.0 || !m.is_finite())
-        {
-            settings.problem(
-                "transcribe_realtime_multiplier",
-                "must be 0 (unpaced) or a positive multiple of real time",
             );
         }
         config
@@ -204,5 +200,61 @@ impl<B: SpeechBackend> Transcriber for TranscriberService<B> {
             .instrument(span),
         );
         Ok(Response::new(ReceiverStream::new(responses)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    fn settings(pairs: &[(&str, &str)]) -> Result<TranscriberConfig, String> {
+        let env: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let mut settings = Settings::new(&env);
+        let config = TranscriberConfig::from_settings(&mut settings);
+        settings
+            .finish()
+            .map(|()| config)
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn reads_every_setting_and_reports_each_bad_one_once() {
+        let config = settings(&[
+            ("PARLEY_TRANSCRIBE_MAX_STREAMS", "5"),
+            ("PARLEY_TRANSCRIBE_EVENT_MS", "200"),
+            ("PARLEY_TRANSCRIBE_REALTIME_MULTIPLIER", "1.5"),
+        ])
+        .unwrap();
+        assert_eq!(config.max_streams, 5);
+        assert_eq!(config.options.event, Duration::from_millis(200));
+        assert_eq!(config.options.pacing, Pacing::RealTime { multiplier: 1.5 });
+        assert_eq!(settings(&[]).unwrap(), TranscriberConfig::default());
+
+        let error = settings(&[
+            ("PARLEY_TRANSCRIBE_REALTIME_MULTIPLIER", "-2"),
+            ("PARLEY_TRANSCRIBE_EVENT_MS", "20"),
+        ])
+        .unwrap_err();
+        assert_eq!(
+            error
+                .matches("PARLEY_TRANSCRIBE_REALTIME_MULTIPLIER")
+                .count(),
+            1,
+            "{error}"
+        );
+        assert!(error.contains("PARLEY_TRANSCRIBE_EVENT_MS"), "{error}");
+        let error = settings(&[("PARLEY_TRANSCRIBE_REALTIME_MULTIPLIER", "fast")]).unwrap_err();
+        assert_eq!(
+            error
+                .matches("PARLEY_TRANSCRIBE_REALTIME_MULTIPLIER")
+                .count(),
+            1,
+            "{error}"
+        );
     }
 }
