@@ -33,6 +33,11 @@ enum Command {
     Transcriber(transcriber::Options),
 }
 
+/// The `p` quantile (0..=1) of sorted latencies, in milliseconds.
+fn percentile_ms(sorted: &[std::time::Duration], p: f64) -> f64 {
+    sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)].as_secs_f64() * 1000.0
+}
+
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Transcoder(options) => transcoder::run(options),

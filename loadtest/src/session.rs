@@ -2,10 +2,7 @@
 //! gRPC on loopback against the embedded (SQLite) store, client and server
 //! in one process on this machine. Each phase is bounded by a request count.
 
-use std::{
-    sync::Arc,
-    time::{Duration, Instant},
-};
+use std::{sync::Arc, time::Instant};
 
 use parley_proto::{
     common::ConversationKey,
@@ -21,6 +18,8 @@ use parley_session::{
     grpc::{SessionConfig, SessionService},
 };
 use tonic::transport::Channel;
+
+use crate::percentile_ms as percentile;
 
 /// Options of the session benchmark.
 #[derive(clap::Args)]
@@ -44,10 +43,6 @@ fn key(n: u32) -> ConversationKey {
         business_number_id: "phone-number-id-0123456789abcdef0123456789abcdef".into(),
         customer_id: format!("1415{n:07}"),
     }
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> f64 {
-    sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)].as_secs_f64() * 1000.0
 }
 
 async fn phase<F, Fut>(name: &str, options: &Options, clients: &[SessionClient<Channel>], call: F)

@@ -4,7 +4,7 @@
 //! concurrencies; plus one note paced in real time as the AWS sample does.
 //! Emulator, service and client share this machine, in one process.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use aws_sdk_transcribestreaming::{
     Client,
@@ -25,6 +25,8 @@ use parley_transcriber::{
     transcription::TranscriptionOptions,
 };
 use tonic::transport::Channel;
+
+use crate::percentile_ms as percentile;
 
 const RATE: u32 = 16_000;
 
@@ -128,10 +130,6 @@ async fn via_parley(
         }
     }
     panic!("no summary")
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> f64 {
-    sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)].as_secs_f64() * 1000.0
 }
 
 /// Runs `notes` calls of `call`, `concurrency` at a time; prints a row.

@@ -13,6 +13,20 @@ type HttpResponse = aws_sdk_transcribestreaming::config::http::HttpResponse;
 fn message(message: Option<&str>) -> String {
     message.unwrap_or("no message").to_owned()
 }
+
+/// The same five exceptions, whichever SDK error enum carries them.
+macro_rules! map_exceptions {
+    ($error:ident, $kind:ident) => {
+        match $error.as_service_error() {
+            Some($kind::BadRequestException(e)) => Self::BadRequest(message(e.message())),
+            Some($kind::LimitExceededException(e)) => Self::LimitExceeded(message(e.message())),
+            Some($kind::ServiceUnavailableException(e)) => Self::Unavailable(message(e.message())),
+            Some($kind::ConflictException(e)) => Self::Conflict(message(e.message())),
+            Some($kind::InternalFailureException(e)) => Self::InternalFailure(message(e.message())),
+            _ => Self::other($error),
+        }
+    };
+}
 use parley_proto::common::{ErrorDetail, ErrorReason};
 use prost::Message as _;
 use tonic::{Code, Status};
@@ -53,29 +67,13 @@ pub enum TranscribeError {
 impl TranscribeError {
     /// Maps an error from starting the stream (the HTTP response).
     pub fn from_start(error: SdkError<StartStreamTranscriptionError, HttpResponse>) -> Self {
-        use StartStreamTranscriptionError as E;
-        match error.as_service_error() {
-            Some(E::BadRequestException(e)) => Self::BadRequest(message(e.message())),
-            Some(E::LimitExceededException(e)) => Self::LimitExceeded(message(e.message())),
-            Some(E::ServiceUnavailableException(e)) => Self::Unavailable(message(e.message())),
-            Some(E::ConflictException(e)) => Self::Conflict(message(e.message())),
-            Some(E::InternalFailureException(e)) => Self::InternalFailure(message(e.message())),
-            _ => Self::other(error),
-        }
+        map_exceptions!(error, StartStreamTranscriptionError)
     }
 
     /// Maps an exception frame on the result stream. (Its error metadata
     /// carries no code, so the typed variant is what tells them apart.)
     pub fn from_stream(error: SdkError<TranscriptResultStreamError, RawMessage>) -> Self {
-        use TranscriptResultStreamError as E;
-        match error.as_service_error() {
-            Some(E::BadRequestException(e)) => Self::BadRequest(message(e.message())),
-            Some(E::LimitExceededException(e)) => Self::LimitExceeded(message(e.message())),
-            Some(E::ServiceUnavailableException(e)) => Self::Unavailable(message(e.message())),
-            Some(E::ConflictException(e)) => Self::Conflict(message(e.message())),
-            Some(E::InternalFailureException(e)) => Self::InternalFailure(message(e.message())),
-            _ => Self::other(error),
-        }
+        map_exceptions!(error, TranscriptResultStreamError)
     }
 
     /// Errors without a known exception: no response is transient.

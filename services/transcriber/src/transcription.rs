@@ -82,7 +82,8 @@ pub async fn transcribe<B: SpeechBackend>(
     };
     // Either side failing ends both: a bad note stops the backend stream,
     // a backend exception stops reading the note.
-    let (audio, (summary, segments)) = tokio::try_join!(pump, results)?;
+    let (audio, summary) = tokio::try_join!(pump, results)?;
+    let segments = summary.segment_count;
     let summary = pb::TranscriptionSummary {
         audio_duration_ms: audio.as_millis() as u64,
         ..summary
@@ -165,12 +166,12 @@ impl EventSender {
 }
 
 /// Sends every segment to the client; returns the summary (without the
-/// audio duration) and the number of final segments.
+/// audio duration).
 async fn forward_results(
     mut started: crate::backend::StartedStream,
     settings: &StreamSettings,
     out: &mpsc::Sender<Result<pb::TranscribeResponse, tonic::Status>>,
-) -> Result<(pb::TranscriptionSummary, u32), TranscribeError> {
+) -> Result<pb::TranscriptionSummary, TranscribeError> {
     let mut transcript = String::new();
     let mut segments = 0u32;
     let mut language = match &settings.language {
@@ -208,16 +209,13 @@ async fn forward_results(
     if language.is_empty() {
         language = started.language_code;
     }
-    Ok((
-        pb::TranscriptionSummary {
-            transcript,
-            language_code: language,
-            audio_duration_ms: 0,
-            segment_count: segments,
-            session_id: started.session_id,
-        },
-        segments,
-    ))
+    Ok(pb::TranscriptionSummary {
+        transcript,
+        language_code: language,
+        audio_duration_ms: 0,
+        segment_count: segments,
+        session_id: started.session_id,
+    })
 }
 
 fn to_proto(segment: Segment) -> pb::TranscriptSegment {
