@@ -12,8 +12,8 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
     trace_service_server::{TraceService, TraceServiceServer},
 };
+use parley_local::process::{binary, free_port};
 use parley_proto::transcoder::{ProbeRequest, transcoder_client::TranscoderClient};
-use parley_tests::{binary, free_port};
 
 /// A minimal OTLP collector that keeps what it receives.
 #[derive(Clone, Default)]

@@ -8,10 +8,10 @@ use std::{
     time::Duration,
 };
 
+use parley_local::process::{binary, free_port, wait_until_serving};
 use parley_proto::transcoder::{
     AudioFormat, ConvertRequest, OutputSpec, transcoder_client::TranscoderClient,
 };
-use parley_tests::{binary, free_port, wait_until_serving};
 
 #[tokio::test]
 async fn serves_converts_and_drains_on_sigterm() {

@@ -5,12 +5,12 @@
 
 use std::process::{Command, Stdio};
 
+use parley_local::process::{binary, free_port, wait_until_serving};
 use parley_proto::transcriber::{
     AudioEncoding, TranscribeRequest, TranscriptionConfig, transcribe_request, transcribe_response,
     transcriber_client::TranscriberClient, transcription_config::Language,
 };
 use parley_sandbox::{SandboxConfig, recognizer::dtmf};
-use parley_tests::{binary, free_port, wait_until_serving};
 
 #[tokio::test]
 async fn transcribes_through_the_emulator_and_logs_no_transcript() {

@@ -6,9 +6,13 @@
 //! - [`common`]: types every service shares (conversation key, media, errors).
 //! - [`session`], [`transcoder`], [`transcriber`], [`connect`], [`whatsapp`]:
 //!   one package per service.
+//! - [`errors`]: the one encoder and decoder of `ErrorDetail`s in gRPC
+//!   statuses.
 //! - [`FILE_DESCRIPTOR_SET`]: the compiled descriptors, for gRPC reflection.
 
 #![allow(clippy::large_enum_variant, clippy::doc_lazy_continuation)]
+
+pub mod errors;
 
 /// The generated code, nested as the proto packages are (`parley.x.v1`), so
 /// cross-package references resolve.

@@ -10,37 +10,44 @@ use parley_proto::{
     common::{ErrorDetail, ErrorReason, MediaHeader},
     connect::{self as pb, connect_relay_server::ConnectRelay},
 };
-use prost::Message as _;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::{
-    error::RelayError,
+    error::{ErrorKind, RelayError},
     relay::{Relay, StartChat},
 };
 
 /// The one mapping from [`RelayError`] to a gRPC status.
 pub fn status(error: RelayError) -> Status {
-    let (code, reason) = match &error {
-        RelayError::SessionGone(_) => (tonic::Code::FailedPrecondition, ErrorReason::SessionGone),
-        RelayError::Unavailable(_) => (tonic::Code::Unavailable, ErrorReason::Throttled),
-        RelayError::Invalid(_) => (tonic::Code::InvalidArgument, ErrorReason::InvalidRequest),
-        RelayError::InvalidMedia(_) => (tonic::Code::InvalidArgument, ErrorReason::InvalidMedia),
-        RelayError::Limit(_) => (tonic::Code::ResourceExhausted, ErrorReason::LimitExceeded),
-        RelayError::Internal(_) => (tonic::Code::Internal, ErrorReason::Unspecified),
+    use tonic::Code;
+    let (code, reason) = match error.kind {
+        ErrorKind::ConnectionExpired => (Code::FailedPrecondition, ErrorReason::ConnectionExpired),
+        ErrorKind::ChatEnded => (Code::FailedPrecondition, ErrorReason::ChatEnded),
+        ErrorKind::Configuration => (Code::FailedPrecondition, ErrorReason::Configuration),
+        ErrorKind::Throttled => (Code::Unavailable, ErrorReason::Throttled),
+        ErrorKind::Unavailable => (Code::Unavailable, ErrorReason::Unavailable),
+        ErrorKind::Busy => (Code::Aborted, ErrorReason::Busy),
+        ErrorKind::Invalid => (Code::InvalidArgument, ErrorReason::InvalidRequest),
+        ErrorKind::InvalidMedia => (Code::InvalidArgument, ErrorReason::InvalidMedia),
+        ErrorKind::Limit => (Code::ResourceExhausted, ErrorReason::LimitExceeded),
+        ErrorKind::Internal => (Code::Internal, ErrorReason::Unspecified),
     };
-    if matches!(error, RelayError::Internal(_) | RelayError::Unavailable(_)) {
-        tracing::warn!(error = %error, "connect call failed");
+    if matches!(
+        error.kind,
+        ErrorKind::Internal | ErrorKind::Unavailable | ErrorKind::Configuration
+    ) {
+        tracing::warn!(error = %error, aws_code = %error.aws_code, "connect call failed");
     }
-    let detail = ErrorDetail {
-        reason: reason as i32,
-        aws_error_code: error.code().to_owned(),
-    };
-    Status::with_details(code, error.to_string(), detail.encode_to_vec().into())
+    let detail = ErrorDetail::new(reason)
+        .aws(error.operation, &error.aws_code)
+        .retryable(error.retryable())
+        .completed(error.completed_ids.clone());
+    parley_proto::errors::status(code, error.message, detail)
 }
 
 fn required(field: &str, value: &str) -> Result<(), Status> {
     if value.trim().is_empty() {
-        Err(status(RelayError::Invalid(format!("{field} is required"))))
+        Err(status(RelayError::invalid(format!("{field} is required"))))
     } else {
         Ok(())
     }
@@ -54,8 +61,13 @@ fn content_type(value: i32) -> Result<&'static str, Status> {
             "application/vnd.amazonaws.connect.message.interactive.response"
         }
         Ok(pb::ContentType::Json) => "application/json",
+        Ok(pb::ContentType::AgentNotice) => {
+            return Err(status(RelayError::invalid(
+                "AGENT_NOTICE is sent with SendMessage, not as a chat's initial message",
+            )));
+        }
         Err(_) => {
-            return Err(status(RelayError::Invalid(format!(
+            return Err(status(RelayError::invalid(format!(
                 "unknown content type {value}"
             ))));
         }
@@ -130,16 +142,29 @@ impl ConnectRelay for RelayService {
         let request = request.into_inner();
         required("connection_token", &request.connection_token)?;
         required("content", &request.content)?;
-        let message_ids = self
-            .relay
-            .send_message(
-                &request.connection_token,
-                content_type(request.content_type)?,
-                &request.content,
-                &request.client_token,
-            )
-            .await
-            .map_err(status)?;
+        let message_ids = if request.content_type == pb::ContentType::AgentNotice as i32 {
+            vec![
+                self.relay
+                    .send_notice(
+                        &request.connection_token,
+                        &request.notice_kind,
+                        &request.content,
+                        &request.client_token,
+                    )
+                    .await
+                    .map_err(status)?,
+            ]
+        } else {
+            self.relay
+                .send_message(
+                    &request.connection_token,
+                    content_type(request.content_type)?,
+                    &request.content,
+                    &request.client_token,
+                )
+                .await
+                .map_err(status)?
+        };
         Ok(Response::new(pb::SendMessageResponse { message_ids }))
     }
 
@@ -153,8 +178,8 @@ impl ConnectRelay for RelayService {
                 message: Some(pb::send_attachment_request::Message::Start(start)),
             }) => start,
             _ => {
-                return Err(status(RelayError::Invalid(
-                    "the first message must be an AttachmentStart".into(),
+                return Err(status(RelayError::invalid(
+                    "the first message must be an AttachmentStart",
                 )));
             }
         };
@@ -167,6 +192,10 @@ impl ConnectRelay for RelayService {
         crate::relay::check_attachment(&media.file_name, media.size_bytes).map_err(status)?;
         let declared = media.size_bytes;
         let mut received = 0u64;
+        // Set when the client sends more than it declared: that is the
+        // client's mistake (INVALID_ARGUMENT), not a failed upload.
+        let overflowed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let overflow_flag = overflowed.clone();
         let body = inbound.map(move |message| {
             let chunk = match message {
                 Ok(pb::SendAttachmentRequest {
@@ -181,6 +210,7 @@ impl ConnectRelay for RelayService {
             };
             received += chunk.len() as u64;
             if received > declared {
+                overflow_flag.store(true, std::sync::atomic::Ordering::SeqCst);
                 return Err(std::io::Error::other(format!(
                     "more than the declared {declared} bytes were sent"
                 )));
@@ -198,7 +228,15 @@ impl ConnectRelay for RelayService {
                 body,
             )
             .await
-            .map_err(status)?;
+            .map_err(|e| {
+                if overflowed.load(std::sync::atomic::Ordering::SeqCst) {
+                    status(RelayError::invalid(format!(
+                        "more than the declared {declared} bytes were sent"
+                    )))
+                } else {
+                    status(e)
+                }
+            })?;
         Ok(Response::new(pb::SendAttachmentResponse { attachment_id }))
     }
 
@@ -220,7 +258,7 @@ impl ConnectRelay for RelayService {
             message: Some(pb::fetch_attachment_response::Message::Header(
                 MediaHeader {
                     mime_type: fetched.content_type,
-                    file_name: String::new(),
+                    file_name: request.file_name,
                     size_bytes: fetched.size,
                 },
             )),
@@ -254,15 +292,15 @@ impl ConnectRelay for RelayService {
                 Some(()),
             ),
             _ => {
-                return Err(status(RelayError::Invalid(
-                    "event must be TYPING, MESSAGE_DELIVERED or MESSAGE_READ".into(),
+                return Err(status(RelayError::invalid(
+                    "event must be TYPING, MESSAGE_DELIVERED or MESSAGE_READ",
                 )));
             }
         };
         let content = match content {
             Some(()) => {
                 required("message_id", &request.message_id)?;
-                Some(serde_json_receipt(&request.message_id))
+                Some(serde_json::json!({ "messageId": request.message_id }).to_string())
             }
             None => None,
         };
@@ -308,18 +346,4 @@ impl ConnectRelay for RelayService {
             .map_err(status)?;
         Ok(Response::new(pb::DisconnectResponse {}))
     }
-}
-
-/// The Content of a delivered/read receipt: `{"messageId":"…"}`.
-fn serde_json_receipt(message_id: &str) -> String {
-    let escaped: String = message_id
-        .chars()
-        .flat_map(|c| match c {
-            '"' => vec!['\\', '"'],
-            '\\' => vec!['\\', '\\'],
-            c if c.is_control() => vec![],
-            c => vec![c],
-        })
-        .collect();
-    format!("{{\"messageId\":\"{escaped}\"}}")
 }

@@ -11,3 +11,42 @@
 pub mod error;
 pub mod grpc;
 pub mod relay;
+
+use parley_runtime::server::{GrpcServer, ServerConfig};
+
+/// Serves the relay on `listener` until `shutdown`, after checking
+/// `config` (every problem reported at once).
+pub async fn run(
+    listener: tokio::net::TcpListener,
+    server: ServerConfig,
+    config: relay::RelayConfig,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let problems = config.problems();
+    if !problems.is_empty() {
+        let lines: Vec<String> = problems
+            .into_iter()
+            .map(|(name, problem)| {
+                format!(
+                    "{}: {problem}",
+                    parley_runtime::config::Settings::env_name(name)
+                )
+            })
+            .collect();
+        anyhow::bail!("invalid configuration: {}", lines.join("; "));
+    }
+    let aws = match &config.aws {
+        Some(aws) => aws.clone(),
+        None => aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await,
+    };
+    let relay = relay::Relay::new(
+        aws_sdk_connect::Client::new(&aws),
+        aws_sdk_connectparticipant::Client::new(&aws),
+        config,
+    );
+    GrpcServer::new(server)
+        .add_service(grpc::RelayService::new(relay).into_server())
+        .serve(listener, shutdown)
+        .await?;
+    Ok(())
+}

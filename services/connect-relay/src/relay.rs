@@ -17,7 +17,7 @@ use futures::{Stream, StreamExt};
 use parley_text::{CONNECT_TEXT_LIMIT, split_text};
 use sha2::{Digest, Sha256};
 
-use crate::error::{RelayError, Result};
+use crate::error::{ErrorKind, RelayError, Result};
 
 /// Connect chat's attachment size limit.
 pub const MAX_ATTACHMENT_BYTES: u64 = 20 * 1024 * 1024;
@@ -52,6 +52,77 @@ pub struct RelayConfig {
     /// An extra origin (`http://127.0.0.1:4599`) allowed for local runs
     /// against the sandbox; empty in production.
     pub local_origin: String,
+    /// Longest wait for an attachment URL's TCP (and TLS) connection.
+    pub http_connect_timeout: std::time::Duration,
+    /// Longest an attachment upload or download may take in all (20 MB
+    /// over a slow link).
+    pub http_timeout: std::time::Duration,
+    /// The AWS configuration; `None` loads the standard chain (environment,
+    /// profile, task or instance role) at start.
+    pub aws: Option<aws_config::SdkConfig>,
+}
+
+impl RelayConfig {
+    /// Reads `PARLEY_CONNECT_INSTANCE_ID`, `PARLEY_CONNECT_CONTACT_FLOW_ID`,
+    /// `PARLEY_CONNECT_STREAMING_TOPIC_ARN`,
+    /// `PARLEY_CONNECT_CHAT_DURATION_MINUTES`, `PARLEY_CONNECT_LOCAL_ORIGIN`
+    /// and `PARLEY_CONNECT_HTTP_TIMEOUT_MS`, and validates them.
+    pub fn from_settings(settings: &mut parley_runtime::config::Settings<'_>) -> Self {
+        let defaults = Self::default();
+        let config = Self {
+            instance_id: settings.raw("connect_instance_id").unwrap_or_default(),
+            contact_flow_id: settings.raw("connect_contact_flow_id").unwrap_or_default(),
+            streaming_topic_arn: settings
+                .raw("connect_streaming_topic_arn")
+                .unwrap_or_default(),
+            chat_duration_minutes: settings.parse(
+                "connect_chat_duration_minutes",
+                defaults.chat_duration_minutes,
+            ),
+            local_origin: settings.raw("connect_local_origin").unwrap_or_default(),
+            http_timeout: settings.millis("connect_http_timeout_ms", defaults.http_timeout),
+            ..defaults
+        };
+        for (name, problem) in config.problems() {
+            settings.problem(name, problem);
+        }
+        config
+    }
+
+    /// What is wrong with this configuration, by setting name; empty when
+    /// it can be used. Checked at start, so a bad deployment fails at once
+    /// instead of on every call.
+    pub fn problems(&self) -> Vec<(&'static str, String)> {
+        let mut problems = Vec::new();
+        if self.instance_id.trim().is_empty() {
+            problems.push((
+                "connect_instance_id",
+                "is required (the default Connect instance)".into(),
+            ));
+        }
+        if self.contact_flow_id.trim().is_empty() {
+            problems.push((
+                "connect_contact_flow_id",
+                "is required (the default inbound flow)".into(),
+            ));
+        }
+        if !self.streaming_topic_arn.starts_with("arn:") {
+            problems.push((
+                "connect_streaming_topic_arn",
+                "must be the ARN of the standard SNS topic agent messages are streamed to".into(),
+            ));
+        }
+        if !(60..=10_080).contains(&self.chat_duration_minutes) {
+            problems.push((
+                "connect_chat_duration_minutes",
+                "must be within 60..=10080".into(),
+            ));
+        }
+        if self.http_timeout.is_zero() {
+            problems.push(("connect_http_timeout_ms", "must be at least 1".into()));
+        }
+        problems
+    }
 }
 
 impl Default for RelayConfig {
@@ -63,6 +134,9 @@ impl Default for RelayConfig {
             chat_duration_minutes: 1_500,
             allowed_url_host_suffixes: vec![".amazonaws.com".into()],
             local_origin: String::new(),
+            http_connect_timeout: std::time::Duration::from_secs(5),
+            http_timeout: std::time::Duration::from_secs(120),
+            aws: None,
         }
     }
 }
@@ -121,6 +195,29 @@ pub struct FetchedAttachment {
     pub body: std::pin::Pin<Box<dyn Stream<Item = Result<Bytes>> + Send>>,
 }
 
+/// The content type agent-only notices are sent with.
+pub const NOTICE_CONTENT_TYPE: &str = "application/json";
+
+/// The body of an agent-only notice: `{"parleyNotice":{"version":1,
+/// "kind":…,"text":…}}`. Lex bots and flow blocks read only text/plain (and
+/// interactive responses) as customer input, so a JSON message is shown to
+/// the agent and never taken for something the customer said.
+pub fn notice_content(kind: &str, text: &str) -> Result<String> {
+    if text.trim().is_empty() {
+        return Err(RelayError::invalid("a notice needs text"));
+    }
+    if text.chars().count() > CONNECT_TEXT_LIMIT || kind.len() > 64 {
+        return Err(RelayError::new(
+            ErrorKind::Limit,
+            format!("a notice's text is at most {CONNECT_TEXT_LIMIT} characters and its kind 64"),
+        ));
+    }
+    Ok(serde_json::json!({
+        "parleyNotice": { "version": 1, "kind": if kind.is_empty() { "notice" } else { kind }, "text": text }
+    })
+    .to_string())
+}
+
 /// Derives a stable sub-token (e.g. one per message part) from a client
 /// token, so retries of the same request stay idempotent.
 pub fn derive_token(base: &str, part: &str) -> Option<String> {
@@ -138,18 +235,18 @@ pub fn check_attachment(file_name: &str, size: u64) -> Result<()> {
         .map(|(_, e)| e.to_ascii_lowercase())
         .unwrap_or_default();
     if !ALLOWED_EXTENSIONS.contains(&extension.as_str()) {
-        return Err(RelayError::InvalidMedia(format!(
+        return Err(RelayError::invalid_media(format!(
             "Connect chat does not accept .{extension} attachments (allowed: {})",
             ALLOWED_EXTENSIONS.join(", ")
         )));
     }
     if size == 0 {
-        return Err(RelayError::InvalidMedia(
-            "attachment size must be declared and non-zero".into(),
+        return Err(RelayError::invalid_media(
+            "attachment size must be declared and non-zero",
         ));
     }
     if size > MAX_ATTACHMENT_BYTES {
-        return Err(RelayError::InvalidMedia(format!(
+        return Err(RelayError::invalid_media(format!(
             "attachment of {size} bytes exceeds Connect's {MAX_ATTACHMENT_BYTES}-byte limit"
         )));
     }
@@ -179,10 +276,17 @@ impl Relay {
         participant: aws_sdk_connectparticipant::Client,
         config: RelayConfig,
     ) -> Self {
+        let http = reqwest::Client::builder()
+            .connect_timeout(config.http_connect_timeout)
+            .timeout(config.http_timeout)
+            // Attachment URLs are followed only where url_allowed says.
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap_or_default();
         Self {
             connect,
             participant,
-            http: reqwest::Client::new(),
+            http,
             config,
         }
     }
@@ -223,8 +327,9 @@ impl Relay {
             &request.contact_flow_id
         };
         if instance.is_empty() || flow.is_empty() {
-            return Err(RelayError::Invalid(
-                "no Connect instance or contact flow configured".into(),
+            return Err(RelayError::new(
+                ErrorKind::Configuration,
+                "no Connect instance or contact flow configured",
             ));
         }
         let display_name: String = match request.display_name.trim() {
@@ -237,16 +342,15 @@ impl Relay {
             request.content_type.as_str()
         };
         let mut parts = split_text(&request.initial_message, CONNECT_TEXT_LIMIT).into_iter();
-        let first = parts
-            .next()
-            .filter(|p| !p.trim().is_empty())
-            .unwrap_or_else(|| "New conversation".into());
+        // No initial message (a chat opened by media): the flow starts
+        // without one, and the media follows as an attachment.
+        let first = parts.next().filter(|p| !p.trim().is_empty());
         let channel = if request.channel.is_empty() {
             "WhatsApp"
         } else {
             request.channel.as_str()
         };
-        let internal = |e: aws_sdk_connect::error::BuildError| RelayError::Internal(e.to_string());
+        let internal = |e: aws_sdk_connect::error::BuildError| RelayError::internal(e.to_string());
 
         let mut start = self
             .connect
@@ -259,11 +363,15 @@ impl Relay {
                     .build()
                     .map_err(internal)?,
             )
-            .initial_message(
-                ChatMessage::builder()
-                    .content_type(content_type)
-                    .content(first)
-                    .build()
+            .set_initial_message(
+                first
+                    .map(|first| {
+                        ChatMessage::builder()
+                            .content_type(content_type)
+                            .content(first)
+                            .build()
+                    })
+                    .transpose()
                     .map_err(internal)?,
             )
             .chat_duration_in_minutes(match request.chat_duration_minutes {
@@ -296,28 +404,48 @@ impl Relay {
             .map_err(|e| RelayError::from_sdk("StartChatContact", e))?;
         let contact_id = started.contact_id().unwrap_or_default().to_owned();
         let participant_token = started.participant_token().unwrap_or_default().to_owned();
-
-        if !self.config.streaming_topic_arn.is_empty() {
-            self.connect
-                .start_contact_streaming()
-                .instance_id(instance)
-                .contact_id(&contact_id)
-                .chat_streaming_configuration(
-                    ChatStreamingConfiguration::builder()
-                        .streaming_endpoint_arn(&self.config.streaming_topic_arn)
-                        .build()
-                        .map_err(internal)?,
-                )
-                .set_client_token(derive_token(&request.client_token, "streaming"))
-                .send()
-                .await
-                .map_err(|e| RelayError::from_sdk("StartContactStreaming", e))?;
-        }
-        let (connection_token, connection_expires_at_ms) =
-            self.refresh_connection(&participant_token).await?;
+        let participant_id = started.participant_id().unwrap_or_default().to_owned();
+        let connected = self
+            .stream_and_connect(
+                instance,
+                &contact_id,
+                &participant_token,
+                &request.client_token,
+            )
+            .await;
+        let (connection_token, connection_expires_at_ms) = match connected {
+            Ok(connection) => connection,
+            Err(error) if error.retryable() => {
+                // Transient: the contact stays; a retry with the same
+                // client token gets it back from StartChatContact and
+                // finishes these steps.
+                return Err(error);
+            }
+            Err(mut error) => {
+                // No half-started chat is left behind: stop the contact.
+                // (The caller must then use a new client token: the old
+                // one would return this stopped contact.)
+                let stopped = self
+                    .connect
+                    .stop_contact()
+                    .instance_id(instance)
+                    .contact_id(&contact_id)
+                    .send()
+                    .await;
+                error.message = match stopped {
+                    Ok(_) => format!("{}; the new contact was stopped", error.message),
+                    Err(e) => format!(
+                        "{}; stopping the new contact failed too: {}",
+                        error.message,
+                        RelayError::from_sdk("StopContact", e)
+                    ),
+                };
+                return Err(error);
+            }
+        };
         let chat = StartedChat {
             contact_id,
-            participant_id: started.participant_id().unwrap_or_default().to_owned(),
+            participant_id,
             participant_token,
             connection_token,
             connection_expires_at_ms,
@@ -335,6 +463,34 @@ impl Relay {
         Ok(chat)
     }
 
+    /// StartContactStreaming (when a topic is configured), then
+    /// CreateParticipantConnection: a started contact's remaining steps.
+    async fn stream_and_connect(
+        &self,
+        instance: &str,
+        contact_id: &str,
+        participant_token: &str,
+        client_token: &str,
+    ) -> Result<(String, i64)> {
+        if !self.config.streaming_topic_arn.is_empty() {
+            self.connect
+                .start_contact_streaming()
+                .instance_id(instance)
+                .contact_id(contact_id)
+                .chat_streaming_configuration(
+                    ChatStreamingConfiguration::builder()
+                        .streaming_endpoint_arn(&self.config.streaming_topic_arn)
+                        .build()
+                        .map_err(|e| RelayError::internal(e.to_string()))?,
+                )
+                .set_client_token(derive_token(client_token, "streaming"))
+                .send()
+                .await
+                .map_err(|e| RelayError::from_sdk("StartContactStreaming", e))?;
+        }
+        self.refresh_connection(participant_token).await
+    }
+
     /// CreateParticipantConnection with the participant token: a fresh
     /// connection token and its expiry (epoch ms).
     pub async fn refresh_connection(&self, participant_token: &str) -> Result<(String, i64)> {
@@ -348,7 +504,7 @@ impl Relay {
             .await
             .map_err(|e| RelayError::from_sdk("CreateParticipantConnection", e))?;
         let credentials = connection.connection_credentials().ok_or_else(|| {
-            RelayError::Internal("CreateParticipantConnection returned no credentials".into())
+            RelayError::internal("CreateParticipantConnection returned no credentials")
         })?;
         Ok((
             credentials
@@ -359,7 +515,9 @@ impl Relay {
         ))
     }
 
-    /// Sends text, split in order at Connect's limit; one message id per part.
+    /// Sends text, split in order at Connect's limit; one message id per
+    /// part, each part with its own ClientToken derived from
+    /// `client_token`. A failure part-way lists the parts already sent.
     pub async fn send_message(
         &self,
         connection_token: &str,
@@ -368,7 +526,7 @@ impl Relay {
         client_token: &str,
     ) -> Result<Vec<String>> {
         if content.is_empty() {
-            return Err(RelayError::Invalid("message content is empty".into()));
+            return Err(RelayError::invalid("message content is empty"));
         }
         let parts = match content_type {
             "text/plain" | "text/markdown" => split_text(content, CONNECT_TEXT_LIMIT),
@@ -385,10 +543,30 @@ impl Relay {
                 .set_client_token(derive_token(client_token, &format!("part-{index}")))
                 .send()
                 .await
-                .map_err(|e| RelayError::from_sdk("SendMessage", e))?;
+                .map_err(|e| RelayError::from_sdk("SendMessage", e).with_completed(ids.clone()))?;
             ids.push(sent.id().unwrap_or_default().to_owned());
         }
         Ok(ids)
+    }
+
+    /// Sends a notice meant for the agent only (see [`notice_content`]).
+    pub async fn send_notice(
+        &self,
+        connection_token: &str,
+        kind: &str,
+        text: &str,
+        client_token: &str,
+    ) -> Result<String> {
+        let content = notice_content(kind, text)?;
+        let ids = self
+            .send_message(
+                connection_token,
+                NOTICE_CONTENT_TYPE,
+                &content,
+                client_token,
+            )
+            .await?;
+        Ok(ids.into_iter().next().unwrap_or_default())
     }
 
     /// Sends a typing indicator or a delivered/read receipt.
@@ -439,14 +617,12 @@ impl Relay {
             .await
             .map_err(|e| RelayError::from_sdk("StartAttachmentUpload", e))?;
         let attachment_id = started.attachment_id().unwrap_or_default().to_owned();
-        let metadata = started.upload_metadata().ok_or_else(|| {
-            RelayError::Internal("StartAttachmentUpload returned no upload URL".into())
-        })?;
+        let metadata = started
+            .upload_metadata()
+            .ok_or_else(|| RelayError::internal("StartAttachmentUpload returned no upload URL"))?;
         let url = metadata.url().unwrap_or_default();
         if !self.url_allowed(url) {
-            return Err(RelayError::Internal(
-                "refusing an upload URL outside AWS".into(),
-            ));
+            return Err(RelayError::internal("refusing an upload URL outside AWS"));
         }
         let mut put = self
             .http
@@ -459,13 +635,23 @@ impl Relay {
         let response = put
             .send()
             .await
-            .map_err(|e| RelayError::Unavailable(format!("attachment upload failed: {e}")))?;
+            .map_err(|e| RelayError::unavailable(format!("attachment upload failed: {e}")))?;
         if !response.status().is_success() {
             let status = response.status();
             let body = response.text().await.unwrap_or_default();
-            return Err(RelayError::Invalid(format!(
-                "attachment upload refused ({status}): {body}"
-            )));
+            let message = format!(
+                "attachment upload refused ({status}): {}",
+                body.chars().take(300).collect::<String>()
+            );
+            // A 5xx is the store's trouble; a 403 an expired or refused
+            // pre-signed URL: both go away with a fresh upload.
+            return Err(
+                if status.is_server_error() || status == reqwest::StatusCode::FORBIDDEN {
+                    RelayError::unavailable(message)
+                } else {
+                    RelayError::invalid(message)
+                },
+            );
         }
         self.participant
             .complete_attachment_upload()
@@ -494,8 +680,8 @@ impl Relay {
             .map_err(|e| RelayError::from_sdk("GetAttachment", e))?;
         let url = found.url().unwrap_or_default();
         if !self.url_allowed(url) {
-            return Err(RelayError::Internal(
-                "refusing to follow an attachment URL outside AWS".into(),
+            return Err(RelayError::internal(
+                "refusing to follow an attachment URL outside AWS",
             ));
         }
         let response = self
@@ -504,7 +690,7 @@ impl Relay {
             .send()
             .await
             .and_then(reqwest::Response::error_for_status)
-            .map_err(|e| RelayError::Unavailable(format!("attachment download failed: {e}")))?;
+            .map_err(|e| RelayError::unavailable(format!("attachment download failed: {e}")))?;
         let content_type = response
             .headers()
             .get("content-type")
@@ -516,7 +702,7 @@ impl Relay {
             .unwrap_or(found.attachment_size_in_bytes().max(0) as u64);
         let body = response.bytes_stream().map(|chunk| {
             chunk
-                .map_err(|e| RelayError::Unavailable(format!("attachment download broke off: {e}")))
+                .map_err(|e| RelayError::unavailable(format!("attachment download broke off: {e}")))
         });
         Ok(FetchedAttachment {
             content_type,
@@ -545,13 +731,15 @@ mod tests {
     #[test]
     fn attachments_are_checked_before_any_call() {
         assert!(check_attachment("voice.wav", 1_000).is_ok());
-        assert!(
-            matches!(check_attachment("voice.ogg", 1_000), Err(RelayError::InvalidMedia(m)) if m.contains(".ogg"))
+        let ogg = check_attachment("voice.ogg", 1_000).unwrap_err();
+        assert_eq!(ogg.kind, ErrorKind::InvalidMedia);
+        assert!(ogg.message.contains(".ogg"));
+        assert_eq!(
+            check_attachment("big.pdf", MAX_ATTACHMENT_BYTES + 1)
+                .unwrap_err()
+                .kind,
+            ErrorKind::InvalidMedia
         );
-        assert!(matches!(
-            check_attachment("big.pdf", MAX_ATTACHMENT_BYTES + 1),
-            Err(RelayError::InvalidMedia(_))
-        ));
         assert!(check_attachment("photo.JPG", 10).is_ok());
     }
 
@@ -566,6 +754,27 @@ mod tests {
             derive_token("wamid.1", "part-1")
         );
         assert_eq!(derive_token("", "part-0"), None);
+    }
+
+    #[test]
+    fn notices_are_json_the_agent_reads_and_bots_ignore() {
+        let content =
+            notice_content("unsupported_media", "The customer sent a sticker \"x\"").unwrap();
+        let value: serde_json::Value = serde_json::from_str(&content).unwrap();
+        assert_eq!(value["parleyNotice"]["kind"], "unsupported_media");
+        assert_eq!(
+            value["parleyNotice"]["text"],
+            "The customer sent a sticker \"x\""
+        );
+        assert_eq!(value["parleyNotice"]["version"], 1);
+        assert_eq!(
+            notice_content("x", " ").unwrap_err().kind,
+            ErrorKind::Invalid
+        );
+        assert_eq!(
+            notice_content("x", &"y".repeat(1_025)).unwrap_err().kind,
+            ErrorKind::Limit
+        );
     }
 
     #[test]

@@ -1,86 +1,36 @@
 //! Every ConnectRelay RPC through the real AWS SDK clients against the
-//! wire-level sandbox, including each error path the gateway acts on.
+//! wire-level sandbox, including each error path the gateway acts on —
+//! on the stack the builder starts, through the client crate.
 
-use std::time::Duration;
-
-use parley_connect_relay::{
-    grpc::RelayService,
-    relay::{Relay, RelayConfig},
-};
+use bytes::Bytes;
+use parley_client::{CallPolicy, ClientError, ConnectApi, media};
+use parley_connect_relay::relay::{Relay, RelayConfig};
+use parley_local::{Component, Stack, stack::names};
 use parley_proto::{
-    common::{ConversationKey, ErrorDetail, ErrorReason, MediaHeader},
+    common::{ConversationKey, ErrorReason, MediaHeader},
     connect::{
         AttachmentStart, ChatEvent, ContentType, DisconnectRequest, FetchAttachmentRequest,
-        RefreshConnectionRequest, SendAttachmentRequest, SendEventRequest, SendMessageRequest,
-        StartChatRequest, StartChatResponse, connect_relay_client::ConnectRelayClient,
-        fetch_attachment_response, send_attachment_request,
+        RefreshConnectionRequest, SendEventRequest, SendMessageRequest, StartChatRequest,
+        StartChatResponse,
     },
 };
-use parley_runtime::server::{GrpcServer, ServerConfig};
-use parley_sandbox::{RunningSandbox, SandboxConfig};
-use prost::Message as _;
-use tonic::{Code, transport::Channel};
+use tonic::Code;
 
-struct Harness {
-    sandbox: RunningSandbox,
-    client: ConnectRelayClient<Channel>,
-    relay: Relay,
-    _stop: tokio::sync::oneshot::Sender<()>,
+/// A relay stack whose client tries each call once, so tests see the first
+/// failure (the default policy would retry what is retryable).
+async fn stack() -> Stack {
+    stack_with(|_| {}).await
 }
 
-const TOPIC: &str = "arn:aws:sns:us-east-1:123456789012:parley-connect-out";
-
-async fn harness() -> Harness {
-    let sandbox = parley_sandbox::start("127.0.0.1:0".parse().unwrap(), SandboxConfig::default())
+async fn stack_with(tweak: impl FnOnce(&mut RelayConfig) + Send + 'static) -> Stack {
+    let mut stack = Stack::builder()
+        .with(Component::ConnectRelay)
+        .relay_config(tweak)
+        .start()
         .await
-        .unwrap();
-    let aws = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .endpoint_url(&sandbox.endpoint)
-        .region(aws_config::Region::new("us-east-1"))
-        .credentials_provider(aws_sdk_connect::config::Credentials::new(
-            "test", "test", None, None, "tests",
-        ))
-        .retry_config(
-            aws_config::retry::RetryConfig::standard()
-                .with_max_attempts(3)
-                .with_initial_backoff(Duration::from_millis(5)),
-        )
-        .load()
-        .await;
-    let relay = Relay::new(
-        aws_sdk_connect::Client::new(&aws),
-        aws_sdk_connectparticipant::Client::new(&aws),
-        RelayConfig {
-            instance_id: "instance-1".into(),
-            contact_flow_id: "flow-1".into(),
-            streaming_topic_arn: TOPIC.into(),
-            local_origin: sandbox.endpoint.clone(),
-            ..RelayConfig::default()
-        },
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(
-        GrpcServer::new(ServerConfig::local(address))
-            .add_service(RelayService::new(relay.clone()).into_server())
-            .serve(listener, async {
-                let _ = stopped.await;
-            }),
-    );
-    let client = ConnectRelayClient::new(
-        Channel::from_shared(format!("http://{address}"))
-            .unwrap()
-            .connect()
-            .await
-            .unwrap(),
-    );
-    Harness {
-        sandbox,
-        client,
-        relay,
-        _stop: stop,
-    }
+        .expect("the stack starts");
+    stack.set_call_policy(CallPolicy::default().once());
+    stack
 }
 
 fn start_request(message: &str, token: &str) -> StartChatRequest {
@@ -96,20 +46,27 @@ fn start_request(message: &str, token: &str) -> StartChatRequest {
     }
 }
 
-async fn start(h: &mut Harness, message: &str, token: &str) -> StartChatResponse {
-    h.client
+async fn start(stack: &Stack, message: &str, token: &str) -> StartChatResponse {
+    stack
+        .connect()
         .start_chat(start_request(message, token))
         .await
         .unwrap()
-        .into_inner()
 }
 
-fn reason(status: &tonic::Status) -> ErrorReason {
-    ErrorDetail::decode(status.details()).unwrap().reason()
+fn send(token: &str, content: &str, client_token: &str) -> SendMessageRequest {
+    SendMessageRequest {
+        connection_token: token.into(),
+        content_type: ContentType::TextPlain as i32,
+        content: content.into(),
+        client_token: client_token.into(),
+        notice_kind: String::new(),
+    }
 }
 
-fn customer_messages(h: &Harness, contact_id: &str) -> Vec<String> {
-    h.sandbox
+fn customer_messages(stack: &Stack, contact_id: &str) -> Vec<String> {
+    stack
+        .sandbox
         .sandbox
         .contact(contact_id)
         .unwrap()
@@ -122,17 +79,17 @@ fn customer_messages(h: &Harness, contact_id: &str) -> Vec<String> {
 
 #[tokio::test]
 async fn start_chat_runs_the_documented_sequence() {
-    let mut h = harness().await;
-    let chat = start(&mut h, "Hola, necesito ayuda", "wamid.1").await;
+    let stack = stack().await;
+    let chat = start(&stack, "Hola, necesito ayuda", "wamid.1").await;
     assert_eq!(
-        h.sandbox.sandbox.calls(),
+        stack.sandbox.sandbox.calls(),
         [
             "StartChatContact",
             "StartContactStreaming",
             "CreateParticipantConnection"
         ]
     );
-    let contact = h.sandbox.sandbox.contact(&chat.contact_id).unwrap();
+    let contact = stack.sandbox.sandbox.contact(&chat.contact_id).unwrap();
     assert_eq!(
         contact.display_name, "WhatsApp customer",
         "never an empty DisplayName"
@@ -143,7 +100,10 @@ async fn start_chat_runs_the_documented_sequence() {
         contact.attributes["systemNumber"],
         "phone-number-id-0123abcd"
     );
-    assert_eq!(contact.streaming_endpoint.as_deref(), Some(TOPIC));
+    assert_eq!(
+        contact.streaming_endpoint.as_deref(),
+        Some(stack.streaming_topic_arn.as_str())
+    );
     assert!(contact.customer_connected, "ConnectParticipant=true");
     assert!(
         contact
@@ -163,162 +123,290 @@ async fn start_chat_runs_the_documented_sequence() {
     );
 
     // A retry with the same client token reuses the chat.
-    let again = start(&mut h, "Hola, necesito ayuda", "wamid.1").await;
+    let again = start(&stack, "Hola, necesito ayuda", "wamid.1").await;
     assert_eq!(again.contact_id, chat.contact_id);
+
+    // A chat opened by media has no initial message.
+    let quiet = start(&stack, "", "wamid.media").await;
+    assert!(customer_messages(&stack, &quiet.contact_id).is_empty());
 }
 
 #[tokio::test]
 async fn long_text_is_split_in_order() {
-    let mut h = harness().await;
+    let stack = stack().await;
     let long: String = (0..300).map(|i| format!("palabra{i} ")).collect();
     assert!(long.chars().count() > 2_048);
-    let chat = start(&mut h, &long, "wamid.long").await;
-    let messages = customer_messages(&h, &chat.contact_id);
+    let chat = start(&stack, &long, "wamid.long").await;
+    let messages = customer_messages(&stack, &chat.contact_id);
     assert!(messages.len() >= 3);
     assert!(messages.iter().all(|m| m.chars().count() <= 1_024));
     assert_eq!(messages.concat(), long, "nothing lost, order kept");
 
     // 1,025 characters → two messages.
     let text = format!("{} {}", "a".repeat(700), "b".repeat(324));
-    let sent = h
-        .client
-        .send_message(SendMessageRequest {
-            connection_token: chat.connection_token.clone(),
-            content_type: ContentType::TextPlain as i32,
-            content: text.clone(),
-            client_token: "wamid.2".into(),
-        })
+    let sent = stack
+        .connect()
+        .send_message(send(&chat.connection_token, &text, "wamid.2"))
         .await
-        .unwrap()
-        .into_inner();
+        .unwrap();
     assert_eq!(sent.message_ids.len(), 2);
-    let messages = customer_messages(&h, &chat.contact_id);
+    let messages = customer_messages(&stack, &chat.contact_id);
     assert_eq!(messages[messages.len() - 2..].concat(), text);
 }
 
+/// A split send that fails part-way says which parts went out; sent again
+/// with the same client token, no part is doubled (each part has its own
+/// ClientToken, which Connect deduplicates).
 #[tokio::test]
-async fn expired_token_is_session_gone_then_refresh_works() {
-    let mut h = harness().await;
-    let chat = start(&mut h, "hi", "wamid.x").await;
-    h.sandbox.sandbox.expire_connections();
-    let send = |token: String| SendMessageRequest {
-        connection_token: token,
-        content_type: ContentType::TextPlain as i32,
-        content: "are you there?".into(),
-        client_token: String::new(),
-    };
-    let status = h
-        .client
-        .send_message(send(chat.connection_token.clone()))
+async fn a_split_send_failing_part_way_resumes_without_doubles() {
+    let stack = stack().await;
+    let chat = start(&stack, "hi", "wamid.p").await;
+    let text = format!(
+        "{} {} {}",
+        "a".repeat(1_000),
+        "b".repeat(1_000),
+        "c".repeat(400)
+    );
+    stack.sandbox.sandbox.throttle_after(1, 10);
+    let error = stack
+        .connect()
+        .send_message(send(&chat.connection_token, &text, "wamid.split"))
         .await
         .unwrap_err();
-    assert_eq!(status.code(), Code::FailedPrecondition);
-    assert_eq!(reason(&status), ErrorReason::SessionGone);
+    assert_eq!(error.reason(), ErrorReason::Throttled);
+    assert!(error.is_retryable());
+    assert_eq!(error.completed_ids().len(), 1);
+    assert_eq!(error.aws_code(), "ThrottlingException");
+    stack.sandbox.sandbox.throttle_next(0);
+    let sent = stack
+        .connect()
+        .send_message(send(&chat.connection_token, &text, "wamid.split"))
+        .await
+        .unwrap();
+    assert_eq!(sent.message_ids[0], error.completed_ids()[0]);
+    let messages = customer_messages(&stack, &chat.contact_id);
+    assert_eq!(messages.len(), 4, "hi, then three parts, none twice");
+    assert_eq!(messages[1..].concat(), text);
+}
 
-    let refreshed = h
-        .client
+#[tokio::test]
+async fn an_expired_connection_refreshes_and_an_ended_chat_says_so() {
+    let stack = stack().await;
+    let client = stack.connect();
+    let chat = start(&stack, "hi", "wamid.x").await;
+    stack.sandbox.sandbox.expire_connections();
+    let error = client
+        .send_message(send(&chat.connection_token, "are you there?", ""))
+        .await
+        .unwrap_err();
+    assert_eq!(error.code, Code::FailedPrecondition);
+    assert_eq!(error.reason(), ErrorReason::ConnectionExpired);
+    assert_eq!(error.aws_code(), "AccessDeniedException");
+
+    let refreshed = client
         .refresh_connection(RefreshConnectionRequest {
             participant_token: chat.participant_token.clone(),
         })
         .await
-        .unwrap()
-        .into_inner();
+        .unwrap();
     assert_ne!(refreshed.connection_token, chat.connection_token);
-    h.client
-        .send_message(send(refreshed.connection_token.clone()))
+    client
+        .send_message(send(&refreshed.connection_token, "are you there?", ""))
         .await
         .unwrap();
 
-    // After the customer leaves, even a refresh is refused.
-    h.client
+    // The agent ends the chat: sends are refused, and so is a refresh —
+    // which says the chat ended (start a new one).
+    stack
+        .sandbox
+        .sandbox
+        .end_contact(&chat.contact_id)
+        .await
+        .unwrap();
+    let error = client
+        .send_message(send(&refreshed.connection_token, "hello?", ""))
+        .await
+        .unwrap_err();
+    assert_eq!(error.reason(), ErrorReason::ConnectionExpired);
+    let error = client
+        .refresh_connection(RefreshConnectionRequest {
+            participant_token: chat.participant_token.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(error.reason(), ErrorReason::ChatEnded);
+    assert!(!error.is_retryable());
+
+    // After the customer leaves, the same.
+    let other = start(&stack, "hi", "wamid.y").await;
+    client
         .disconnect(DisconnectRequest {
-            connection_token: refreshed.connection_token.clone(),
+            connection_token: other.connection_token.clone(),
             client_token: String::new(),
         })
         .await
         .unwrap();
-    let status = h
-        .client
-        .send_message(send(refreshed.connection_token))
-        .await
-        .unwrap_err();
-    assert_eq!(reason(&status), ErrorReason::SessionGone);
-    let status = h
-        .client
+    let error = client
         .refresh_connection(RefreshConnectionRequest {
-            participant_token: chat.participant_token,
+            participant_token: other.participant_token,
         })
         .await
         .unwrap_err();
-    assert_eq!(reason(&status), ErrorReason::SessionGone);
+    assert_eq!(error.reason(), ErrorReason::ChatEnded);
 }
 
 #[tokio::test]
 async fn throttling_is_retried_then_unavailable() {
-    let mut h = harness().await;
-    let chat = start(&mut h, "hi", "wamid.t").await;
-    let send = || SendMessageRequest {
-        connection_token: chat.connection_token.clone(),
-        content_type: ContentType::TextPlain as i32,
-        content: "hello".into(),
-        client_token: String::new(),
-    };
+    let stack = stack().await;
+    let chat = start(&stack, "hi", "wamid.t").await;
     // One throttle: the SDK's retry absorbs it.
-    h.sandbox.sandbox.throttle_next(1);
-    h.client.send_message(send()).await.unwrap();
+    stack.sandbox.sandbox.throttle_next(1);
+    stack
+        .connect()
+        .send_message(send(&chat.connection_token, "hello", ""))
+        .await
+        .unwrap();
     // More than the SDK's attempts: UNAVAILABLE with THROTTLED.
-    h.sandbox.sandbox.throttle_next(10);
-    let status = h.client.send_message(send()).await.unwrap_err();
-    assert_eq!(status.code(), Code::Unavailable);
-    assert_eq!(reason(&status), ErrorReason::Throttled);
+    stack.sandbox.sandbox.throttle_next(10);
+    let error = stack
+        .connect()
+        .send_message(send(&chat.connection_token, "hello", ""))
+        .await
+        .unwrap_err();
+    assert_eq!(error.code, Code::Unavailable);
+    assert_eq!(error.reason(), ErrorReason::Throttled);
+    assert!(error.is_retryable());
 }
 
-fn attachment_requests(
-    token: &str,
-    name: &str,
-    mime: &str,
-    bytes: &[u8],
-    declared: u64,
-) -> Vec<SendAttachmentRequest> {
-    std::iter::once(SendAttachmentRequest {
-        message: Some(send_attachment_request::Message::Start(AttachmentStart {
-            connection_token: token.into(),
-            media: Some(MediaHeader {
-                mime_type: mime.into(),
-                file_name: name.into(),
-                size_bytes: declared,
-            }),
-            client_token: String::new(),
-        })),
+/// StartChat's errors are told apart per operation: an unknown instance is
+/// a configuration problem, not a gone session; Connect throttling new
+/// chats (LimitExceededException) is retryable.
+#[tokio::test]
+async fn start_chat_errors_are_mapped_per_operation() {
+    let stack = Stack::builder()
+        .with(Component::ConnectRelay)
+        .sandbox_config(|c| c.known_instances = vec![names::INSTANCE.into()])
+        .start()
+        .await
+        .unwrap();
+    let mut other_instance = start_request("hi", "wamid.c");
+    other_instance.instance_id = "not-an-instance".into();
+    let error = stack
+        .connect()
+        .start_chat(other_instance)
+        .await
+        .unwrap_err();
+    assert_eq!(error.code, Code::FailedPrecondition);
+    assert_eq!(error.reason(), ErrorReason::Configuration);
+    assert_eq!(error.aws_code(), "ResourceNotFoundException");
+    assert!(!error.is_retryable());
+
+    let mut once = stack;
+    once.set_call_policy(CallPolicy::default().once());
+    once.sandbox.sandbox.throttle_next(10);
+    let error = once
+        .connect()
+        .start_chat(start_request("hi", "wamid.l"))
+        .await
+        .unwrap_err();
+    assert_eq!(error.reason(), ErrorReason::Throttled);
+    assert_eq!(error.aws_code(), "LimitExceededException");
+    assert!(error.is_retryable());
+}
+
+/// No half-started chats: when a step after StartChatContact fails for
+/// good, the new contact is stopped; when it fails for now, the contact
+/// stays and a retry with the same client token completes it.
+#[tokio::test]
+async fn a_chat_that_cannot_be_completed_is_stopped_and_a_transient_failure_resumes() {
+    let stack = stack_with(|c| {
+        c.streaming_topic_arn = "arn:aws:sns:us-east-1:123456789012:not-standard.fifo".into()
     })
-    .chain(bytes.chunks(16 * 1024).map(|c| SendAttachmentRequest {
-        message: Some(send_attachment_request::Message::Chunk(c.to_vec().into())),
-    }))
-    .collect()
+    .await;
+    let error = stack
+        .connect()
+        .start_chat(start_request("hi", "wamid.o"))
+        .await
+        .unwrap_err();
+    assert_eq!(error.aws_code(), "InvalidParameterException");
+    assert!(error.message.contains("stopped"), "{}", error.message);
+    let contacts = stack.sandbox.sandbox.contacts();
+    assert_eq!(contacts.len(), 1);
+    assert!(contacts[0].ended, "the orphan contact was stopped");
+    assert!(
+        stack
+            .sandbox
+            .sandbox
+            .calls()
+            .contains(&"StopContact".to_owned())
+    );
+
+    let stack = stack_with(|_| {}).await;
+    stack.sandbox.sandbox.throttle_after(1, 10);
+    let error = stack
+        .connect()
+        .start_chat(start_request("hi", "wamid.r"))
+        .await
+        .unwrap_err();
+    assert!(error.is_retryable(), "{error}");
+    assert!(
+        !stack
+            .sandbox
+            .sandbox
+            .calls()
+            .contains(&"StopContact".to_owned())
+    );
+    stack.sandbox.sandbox.throttle_next(0);
+    let chat = start(&stack, "hi", "wamid.r").await;
+    let contacts = stack.sandbox.sandbox.contacts();
+    assert_eq!(contacts.len(), 1, "the same contact, completed");
+    assert_eq!(contacts[0].contact_id, chat.contact_id);
+    assert!(contacts[0].customer_connected);
+}
+
+fn attachment(token: &str, name: &str, mime: &str, declared: u64) -> AttachmentStart {
+    AttachmentStart {
+        connection_token: token.into(),
+        media: Some(MediaHeader {
+            mime_type: mime.into(),
+            file_name: name.into(),
+            size_bytes: declared,
+        }),
+        client_token: String::new(),
+    }
+}
+
+fn body(bytes: &[u8]) -> media::MediaBody {
+    let pieces: Vec<std::io::Result<Bytes>> = bytes
+        .chunks(16 * 1024)
+        .map(|c| Ok(Bytes::copy_from_slice(c)))
+        .collect();
+    futures::StreamExt::boxed(futures::stream::iter(pieces))
 }
 
 #[tokio::test]
 async fn attachments_go_in_and_come_out_intact() {
-    let mut h = harness().await;
-    let chat = start(&mut h, "voice note follows", "wamid.a").await;
+    let stack = stack().await;
+    let client = stack.connect();
+    let chat = start(&stack, "voice note follows", "wamid.a").await;
     let wav: Vec<u8> = (0..100_000u32).map(|i| (i * 7 % 251) as u8).collect();
-    let id = h
-        .client
-        .send_attachment(tokio_stream::iter(attachment_requests(
-            &chat.connection_token,
-            "voice.wav",
-            "audio/wav",
-            &wav,
-            wav.len() as u64,
-        )))
+    let id = client
+        .send_attachment(
+            attachment(
+                &chat.connection_token,
+                "voice.wav",
+                "audio/wav",
+                wav.len() as u64,
+            ),
+            body(&wav),
+        )
         .await
         .unwrap()
-        .into_inner()
         .attachment_id;
-    let stored = h.sandbox.sandbox.attachment(&id).unwrap();
+    let stored = stack.sandbox.sandbox.attachment(&id).unwrap();
     assert!(stored.completed);
     assert_eq!(stored.bytes.as_deref(), Some(&wav[..]));
-    let contact = h.sandbox.sandbox.contact(&chat.contact_id).unwrap();
+    let contact = stack.sandbox.sandbox.contact(&chat.contact_id).unwrap();
     assert!(
         contact
             .transcript
@@ -326,78 +414,108 @@ async fn attachments_go_in_and_come_out_intact() {
             .any(|i| i.kind == "ATTACHMENT" && i.content == id)
     );
 
-    let mut stream = h
-        .client
+    let Ok((header, bytes)) = client
         .fetch_attachment(FetchAttachmentRequest {
             connection_token: chat.connection_token.clone(),
             attachment_id: id,
+            file_name: "voice.wav".into(),
         })
         .await
-        .unwrap()
-        .into_inner();
-    let mut header = None;
-    let mut body = Vec::new();
-    while let Some(message) = stream.message().await.unwrap() {
-        match message.message {
-            Some(fetch_attachment_response::Message::Header(h)) => header = Some(h),
-            Some(fetch_attachment_response::Message::Chunk(c)) => body.extend_from_slice(&c),
-            None => {}
-        }
-    }
-    let header = header.unwrap();
+    else {
+        panic!("the attachment downloads")
+    };
     assert_eq!(header.mime_type, "audio/wav");
+    assert_eq!(header.file_name, "voice.wav");
     assert_eq!(header.size_bytes, wav.len() as u64);
-    assert_eq!(body, wav);
+    assert_eq!(media::collect(bytes, 1 << 20).await.unwrap(), wav);
+}
+
+#[tokio::test]
+async fn attachment_upload_failures_are_told_apart() {
+    let stack = stack().await;
+    let client = stack.connect();
+    let chat = start(&stack, "hi", "wamid.u").await;
+    let bytes = vec![3u8; 10_000];
+    // The store answering 503 or 403 (an expired URL) is worth a retry.
+    for status in [503, 403] {
+        stack.sandbox.sandbox.fail_next_uploads(&[status]);
+        let error = client
+            .send_attachment(
+                attachment(&chat.connection_token, "doc.pdf", "application/pdf", 10_000),
+                body(&bytes),
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(error.code, Code::Unavailable, "{status}: {error}");
+        assert!(error.is_retryable());
+    }
+    // More bytes than declared is the caller's mistake, not throttling.
+    let error = client
+        .send_attachment(
+            attachment(&chat.connection_token, "doc.pdf", "application/pdf", 5_000),
+            body(&bytes),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(error.code, Code::InvalidArgument, "{error}");
+    assert!(error.message.contains("declared"), "{error}");
+    // And then it works.
+    client
+        .send_attachment(
+            attachment(&chat.connection_token, "doc.pdf", "application/pdf", 10_000),
+            body(&bytes),
+        )
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
 async fn disallowed_or_oversized_attachments_are_refused_before_any_upload() {
-    let mut h = harness().await;
-    let chat = start(&mut h, "hi", "wamid.d").await;
-    let before = h.sandbox.sandbox.calls().len();
-    let status = h
-        .client
-        .send_attachment(tokio_stream::iter(attachment_requests(
-            &chat.connection_token,
-            "voice.ogg",
-            "audio/ogg",
-            b"OggS",
-            4,
-        )))
+    let stack = stack().await;
+    let client = stack.connect();
+    let chat = start(&stack, "hi", "wamid.d").await;
+    let before = stack.sandbox.sandbox.calls().len();
+    let error: ClientError = client
+        .send_attachment(
+            attachment(&chat.connection_token, "voice.ogg", "audio/ogg", 4),
+            body(b"OggS"),
+        )
         .await
         .unwrap_err();
-    assert_eq!(status.code(), Code::InvalidArgument);
-    assert_eq!(reason(&status), ErrorReason::InvalidMedia);
-    assert!(status.message().contains(".ogg"));
-    let status = h
-        .client
-        .send_attachment(tokio_stream::iter(attachment_requests(
-            &chat.connection_token,
-            "scan.pdf",
-            "application/pdf",
-            b"%PDF",
-            21 * 1024 * 1024,
-        )))
+    assert_eq!(error.code, Code::InvalidArgument);
+    assert_eq!(error.reason(), ErrorReason::InvalidMedia);
+    assert!(error.message.contains(".ogg"));
+    let error = client
+        .send_attachment(
+            attachment(
+                &chat.connection_token,
+                "scan.pdf",
+                "application/pdf",
+                21 * 1024 * 1024,
+            ),
+            body(b"%PDF"),
+        )
         .await
         .unwrap_err();
-    assert_eq!(reason(&status), ErrorReason::InvalidMedia);
+    assert_eq!(error.reason(), ErrorReason::InvalidMedia);
     assert_eq!(
-        h.sandbox.sandbox.calls().len(),
+        stack.sandbox.sandbox.calls().len(),
         before,
         "nothing reached Connect"
     );
 }
 
 #[tokio::test]
-async fn events_and_receipts() {
-    let mut h = harness().await;
-    let chat = start(&mut h, "hi", "wamid.e").await;
+async fn events_receipts_and_agent_only_notices() {
+    let stack = stack().await;
+    let client = stack.connect();
+    let chat = start(&stack, "hi", "wamid.e").await;
     for (event, message_id) in [
         (ChatEvent::Typing, ""),
         (ChatEvent::MessageDelivered, "msg-1"),
         (ChatEvent::MessageRead, "msg-1"),
     ] {
-        h.client
+        client
             .send_event(SendEventRequest {
                 connection_token: chat.connection_token.clone(),
                 event: event as i32,
@@ -407,49 +525,99 @@ async fn events_and_receipts() {
             .await
             .unwrap();
     }
-    let events: Vec<_> = h
+    let transcript = stack
         .sandbox
         .sandbox
         .contact(&chat.contact_id)
         .unwrap()
-        .transcript
-        .into_iter()
-        .filter(|i| i.kind == "EVENT")
-        .collect();
+        .transcript;
+    let events: Vec<_> = transcript.iter().filter(|i| i.kind == "EVENT").collect();
     assert_eq!(events.len(), 3);
     assert!(events[1].content_type.ends_with("message.delivered"));
     assert_eq!(events[1].content, r#"{"messageId":"msg-1"}"#);
-    let status = h
-        .client
+    let error = client
         .send_event(SendEventRequest {
-            connection_token: chat.connection_token,
+            connection_token: chat.connection_token.clone(),
             event: ChatEvent::MessageRead as i32,
             message_id: String::new(),
             client_token: String::new(),
         })
         .await
         .unwrap_err();
-    assert_eq!(status.code(), Code::InvalidArgument);
+    assert_eq!(error.code, Code::InvalidArgument);
+
+    // A notice for the agent only: JSON, which bots and flows do not read
+    // as customer input.
+    let mut notice = send(
+        &chat.connection_token,
+        "The customer sent a sticker; it could not be attached.",
+        "notice-1",
+    );
+    notice.content_type = ContentType::AgentNotice as i32;
+    notice.notice_kind = "unsupported_media".into();
+    client.send_message(notice).await.unwrap();
+    let last = stack
+        .sandbox
+        .sandbox
+        .contact(&chat.contact_id)
+        .unwrap()
+        .transcript
+        .pop()
+        .unwrap();
+    assert_eq!(last.content_type, "application/json");
+    let body: serde_json::Value = serde_json::from_str(&last.content).unwrap();
+    assert_eq!(body["parleyNotice"]["kind"], "unsupported_media");
+    assert!(
+        body["parleyNotice"]["text"]
+            .as_str()
+            .unwrap()
+            .contains("sticker")
+    );
 }
 
 #[tokio::test]
 async fn validation_errors_carry_the_reason() {
-    let mut h = harness().await;
+    let stack = stack().await;
+    let client = stack.connect();
     let mut request = start_request("hi", "");
     request.key = None;
-    let status = h.client.start_chat(request).await.unwrap_err();
-    assert_eq!(status.code(), Code::InvalidArgument);
-    assert!(status.message().contains("customer_id"));
-    // Connect's own validation (chat duration out of range) comes back with its message.
+    let error = client.start_chat(request).await.unwrap_err();
+    assert_eq!(error.code, Code::InvalidArgument);
+    assert!(error.message.contains("customer_id"));
+    // Connect's own validation (chat duration out of range) comes back with
+    // its message and its own error code.
     let mut request = start_request("hi", "");
     request.chat_duration_minutes = 5;
-    let status = h.client.start_chat(request).await.unwrap_err();
-    assert_eq!(status.code(), Code::InvalidArgument);
+    let error = client.start_chat(request).await.unwrap_err();
+    assert_eq!(error.code, Code::InvalidArgument);
+    assert_eq!(error.aws_code(), "InvalidParameterException");
     assert!(
-        status.message().contains("ChatDurationInMinutes"),
+        error.message.contains("ChatDurationInMinutes"),
         "{}",
-        status.message()
+        error.message
     );
+}
+
+#[tokio::test]
+async fn a_relay_without_its_required_settings_does_not_start() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let error = parley_connect_relay::run(
+        listener,
+        parley_runtime::server::ServerConfig::local(address),
+        RelayConfig::default(),
+        std::future::pending(),
+    )
+    .await
+    .unwrap_err()
+    .to_string();
+    for setting in [
+        "PARLEY_CONNECT_INSTANCE_ID",
+        "PARLEY_CONNECT_CONTACT_FLOW_ID",
+        "PARLEY_CONNECT_STREAMING_TOPIC_ARN",
+    ] {
+        assert!(error.contains(setting), "{error}");
+    }
 }
 
 #[test]
@@ -480,14 +648,4 @@ fn only_aws_https_urls_are_followed() {
     ] {
         assert!(!relay.url_allowed(bad), "{bad} must be refused");
     }
-}
-
-#[tokio::test]
-async fn harness_relay_is_shared() {
-    // The relay used by the service is the same one tests can call directly.
-    let h = harness().await;
-    assert!(
-        h.relay
-            .url_allowed(&format!("{}/sandbox-files/x", h.sandbox.endpoint))
-    );
 }

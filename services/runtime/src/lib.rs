@@ -12,15 +12,19 @@
 //! - [`client`]: channels to other services with the same propagation.
 //! - [`tls`]: optional TLS and mutual TLS from PEM files.
 //! - [`process`]: the start and end of every binary's `main`.
+//! - [`service`]: the one start-up path of every service binary (settings
+//!   → telemetry → bind → the crate's `run`).
 //!
-//! A service binary reads its settings, calls [`telemetry::init`], binds a
-//! listener and hands its tonic services to [`server::GrpcServer`].
+//! A service crate exposes `run(listener, server, config, shutdown)`, which
+//! hands its tonic services to [`server::GrpcServer`]; its binary calls
+//! [`service::serve_from_env`], and the stack builder calls `run` directly.
 
 pub mod client;
 pub mod config;
 pub mod process;
 pub mod propagation;
 pub mod server;
+pub mod service;
 pub mod telemetry;
 pub mod tls;
 

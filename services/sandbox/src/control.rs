@@ -12,7 +12,10 @@ use axum::{
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::{aws::AwsResult, state::Sandbox};
+use crate::{
+    aws::{Api, AwsError, AwsResult},
+    state::Sandbox,
+};
 
 /// The routes of the control API.
 pub fn routes() -> Router<Arc<Sandbox>> {
@@ -25,6 +28,22 @@ pub fn routes() -> Router<Arc<Sandbox>> {
         .route("/_sandbox/agent-message", post(agent_message))
         .route("/_sandbox/agent-event", post(agent_event))
         .route("/_sandbox/agent-attachment", post(agent_attachment))
+        .route("/_sandbox/transfer", post(transfer))
+}
+
+#[derive(Deserialize)]
+struct Transfer {
+    contact_id: String,
+}
+
+/// Transfers a chat to another queue: Connect gives the contact a new
+/// ContactId (the initial one stays), and later items carry the new id.
+async fn transfer(
+    State(sandbox): State<Arc<Sandbox>>,
+    Json(request): Json<Transfer>,
+) -> AwsResult<Json<Value>> {
+    let new_contact_id = sandbox.transfer(&request.contact_id)?;
+    Ok(Json(json!({ "ContactId": new_contact_id })))
 }
 
 async fn contact(
@@ -44,13 +63,16 @@ async fn calls(State(sandbox): State<Arc<Sandbox>>) -> Json<Value> {
 #[derive(Deserialize)]
 struct Throttle {
     count: u32,
+    /// Calls to let through before throttling starts.
+    #[serde(default)]
+    after: u32,
 }
 
 async fn throttle(
     State(sandbox): State<Arc<Sandbox>>,
     Json(request): Json<Throttle>,
 ) -> StatusCode {
-    sandbox.throttle_next(request.count);
+    sandbox.throttle_after(request.after, request.count);
     StatusCode::NO_CONTENT
 }
 
@@ -95,17 +117,17 @@ struct AgentEvent {
 }
 
 /// An event in the chat (agent joins, leaves, types; chat ends); streamed.
+/// `chat.ended` ends the contact: the customer's tokens stop working.
 async fn agent_event(
     State(sandbox): State<Arc<Sandbox>>,
     Json(request): Json<AgentEvent>,
 ) -> AwsResult<Json<Value>> {
+    if request.event == "chat.ended" {
+        sandbox.end_contact(&request.contact_id).await?;
+        return Ok(Json(json!({})));
+    }
     let content_type = format!("application/vnd.amazonaws.connect.event.{}", request.event);
-    let role = if request.event == "chat.ended" {
-        "SYSTEM"
-    } else {
-        "AGENT"
-    };
-    let item = sandbox.record(&request.contact_id, "EVENT", role, &content_type, "")?;
+    let item = sandbox.record(&request.contact_id, "EVENT", "AGENT", &content_type, "")?;
     sandbox.stream(&request.contact_id, &item).await;
     Ok(Json(json!({ "Id": item.id })))
 }
@@ -125,7 +147,7 @@ async fn agent_attachment(
     Json(request): Json<AgentAttachment>,
 ) -> AwsResult<Json<Value>> {
     let bytes = crate::social::base64_decode(&request.bytes_base64)
-        .ok_or_else(|| crate::aws::AwsError::validation("bytes_base64 is not base64"))?;
+        .ok_or_else(|| AwsError::validation(Api::Participant, "bytes_base64 is not base64"))?;
     let id = crate::state::new_id();
     sandbox.add_attachment(crate::state::Attachment {
         id: id.clone(),

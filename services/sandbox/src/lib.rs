@@ -20,17 +20,24 @@
 //! - [`social`]: Social Messaging (WhatsApp send, media in and out via S3).
 //! - [`transcribe`]: Transcribe Streaming over event-stream framing, with
 //!   [`recognizer`] (DTMF, never invents words) as its "speech" engine.
-//! - [`streaming`]: Connect chat streaming to SNS (moto) in Connect's format.
+//! - [`streaming`]: Connect chat streaming to SNS in Connect's format.
+//! - [`customer`]: the sandbox playing the WhatsApp customer (media,
+//!   webhooks wrapped as EUM publishes them).
+//! - [`sns`]: SNS for HTTP subscribers, with real SNS signatures.
+//! - [`s3`]: a small S3 for runs without moto.
 //! - [`control`]: the test control API.
-//! - [`aws`]: AWS-style JSON errors.
+//! - [`aws`]: AWS wire conventions (errors, request ids, timestamps).
 //! - [`moto`]: starting moto server (DynamoDB/S3/SQS/SNS) for tests.
 
 pub mod aws;
 pub mod connect;
 pub mod control;
+pub mod customer;
 pub mod moto;
 pub mod participant;
 pub mod recognizer;
+pub mod s3;
+pub mod sns;
 pub mod social;
 pub mod state;
 pub mod streaming;
@@ -42,7 +49,9 @@ use axum::Router;
 
 pub use state::{Sandbox, SandboxConfig};
 
-/// The sandbox's HTTP routes over shared state.
+/// The sandbox's HTTP routes over shared state. Paths no API claims go
+/// to the S3 emulation (path-style buckets), which answers anything else
+/// with an AWS error; every response carries a request id.
 pub fn router(sandbox: Arc<Sandbox>) -> Router {
     Router::new()
         .merge(connect::routes())
@@ -50,6 +59,10 @@ pub fn router(sandbox: Arc<Sandbox>) -> Router {
         .merge(social::routes())
         .merge(transcribe::routes())
         .merge(control::routes())
+        .merge(customer::routes())
+        .merge(sns::routes())
+        .fallback(s3::fallback)
+        .layer(axum::middleware::from_fn(aws::request_id))
         .with_state(sandbox)
 }
 

@@ -109,15 +109,33 @@ pub fn start() -> Option<Moto> {
         child,
         endpoint: format!("http://127.0.0.1:{port}"),
     };
+    // Ready means answering HTTP, not just accepting connections: under
+    // load the socket opens before the application can serve.
     let started = Instant::now();
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+    while !answers_http(port) {
         assert!(
-            started.elapsed() < Duration::from_secs(30),
+            started.elapsed() < Duration::from_secs(60),
             "moto did not start"
         );
         std::thread::sleep(Duration::from_millis(50));
     }
     Some(moto)
+}
+
+/// Whether something on `port` answers an HTTP request.
+fn answers_http(port: u16) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+    let request =
+        format!("GET /moto-api/ HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n");
+    if stream.write_all(request.as_bytes()).is_err() {
+        return false;
+    }
+    let mut head = [0u8; 12];
+    matches!(stream.read(&mut head), Ok(n) if n >= 12 && head.starts_with(b"HTTP/1."))
 }
 
 /// AWS configuration pointing every SDK client at `endpoint` with test

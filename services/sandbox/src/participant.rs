@@ -1,13 +1,15 @@
-//! Connect Participant: connections, messages, events, attachments and
-//! disconnect, each authorised by the `X-Amz-Bearer` header; plus the
-//! attachment upload and download URLs the sandbox serves itself.
+//! Connect Participant: connections, messages, events, attachments,
+//! transcript and disconnect, each authorised by the `X-Amz-Bearer`
+//! header; plus the attachment upload and download URLs the sandbox serves
+//! itself. The customer's own messages and events are streamed to the
+//! contact's topic too, as Connect does.
 
 use std::sync::Arc;
 
 use axum::{
     Json, Router,
     body::Bytes,
-    extract::{Path, State},
+    extract::{Path, Query, State},
     http::{HeaderMap, StatusCode},
     response::IntoResponse,
     routing::{post, put},
@@ -16,9 +18,11 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::{
-    aws::{AwsError, AwsResult},
-    state::{Attachment, MAX_MESSAGE_CHARS, Sandbox, check_attachment, new_id, now_ms},
+    aws::{Api, AwsError, AwsResult, iso8601, parse_json},
+    state::{Attachment, MAX_MESSAGE_BYTES, Sandbox, check_attachment, new_id, now_ms},
 };
+
+const API: Api = Api::Participant;
 
 /// The routes of this service.
 pub fn routes() -> Router<Arc<Sandbox>> {
@@ -29,6 +33,7 @@ pub fn routes() -> Router<Arc<Sandbox>> {
         )
         .route("/participant/message", post(send_message))
         .route("/participant/event", post(send_event))
+        .route("/participant/transcript", post(get_transcript))
         .route(
             "/participant/start-attachment-upload",
             post(start_attachment_upload),
@@ -47,35 +52,7 @@ fn bearer(headers: &HeaderMap) -> AwsResult<String> {
         .get("x-amz-bearer")
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned)
-        .ok_or_else(|| AwsError::access_denied("missing X-Amz-Bearer token"))
-}
-
-/// An epoch-ms time as ISO 8601 (UTC), as Connect writes times.
-pub fn iso8601(ms: i64) -> String {
-    // Seconds precision is enough for the SDK's date-time parser.
-    let secs = ms.div_euclid(1000);
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
-
-/// Days since 1970-01-01 to a calendar date (Howard Hinnant's algorithm).
-fn civil_from_days(z: i64) -> (i64, i64, i64) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
+        .ok_or_else(|| AwsError::access_denied(API, "missing X-Amz-Bearer token"))
 }
 
 #[derive(Deserialize)]
@@ -90,19 +67,33 @@ struct CreateParticipantConnection {
 async fn create_participant_connection(
     State(sandbox): State<Arc<Sandbox>>,
     headers: HeaderMap,
-    Json(request): Json<CreateParticipantConnection>,
+    body: Bytes,
 ) -> AwsResult<Json<Value>> {
-    sandbox.enter("CreateParticipantConnection")?;
+    sandbox.enter(API, "CreateParticipantConnection")?;
     let token = bearer(&headers)?;
-    if !request.kinds.iter().any(|k| k == "CONNECTION_CREDENTIALS") {
+    let request: CreateParticipantConnection = parse_json(API, &body)?;
+    let credentials = request.kinds.iter().any(|k| k == "CONNECTION_CREDENTIALS");
+    let websocket = request.kinds.iter().any(|k| k == "WEBSOCKET");
+    if !credentials && !websocket {
         return Err(AwsError::validation(
-            "Type must include CONNECTION_CREDENTIALS",
+            API,
+            "Type must include WEBSOCKET or CONNECTION_CREDENTIALS",
         ));
     }
     let (connection_token, expires_at_ms) = sandbox.connect(&token, request.connect_participant)?;
-    Ok(Json(json!({
-        "ConnectionCredentials": { "ConnectionToken": connection_token, "Expiry": iso8601(expires_at_ms) }
-    })))
+    let mut response = json!({});
+    if credentials {
+        response["ConnectionCredentials"] =
+            json!({ "ConnectionToken": connection_token, "Expiry": iso8601(expires_at_ms) });
+    }
+    if websocket {
+        let ws_base = sandbox.config.public_url.replacen("http", "ws", 1);
+        response["Websocket"] = json!({
+            "Url": format!("{ws_base}/sandbox-websocket/{}", new_id()),
+            "ConnectionExpiry": iso8601(expires_at_ms),
+        });
+    }
+    Ok(Json(response))
 }
 
 #[derive(Deserialize)]
@@ -116,26 +107,33 @@ struct SendContent {
 async fn send_message(
     State(sandbox): State<Arc<Sandbox>>,
     headers: HeaderMap,
-    Json(request): Json<SendContent>,
+    body: Bytes,
 ) -> AwsResult<Json<Value>> {
-    sandbox.enter("SendMessage")?;
+    sandbox.enter(API, "SendMessage")?;
     let contact_id = sandbox.authorise(&bearer(&headers)?)?;
+    let request: SendContent = parse_json(API, &body)?;
     let content = request.content.unwrap_or_default();
-    let limit = match request.content_type.as_str() {
-        "text/plain" | "text/markdown" => MAX_MESSAGE_CHARS,
-        "application/json" => 12_000,
-        "application/vnd.amazonaws.connect.message.interactive.response" => 12_288,
-        other => {
-            return Err(AwsError::validation(format!(
-                "ContentType {other} is not supported"
-            )));
-        }
-    };
-    let chars = content.chars().count();
-    if chars == 0 || chars > limit {
-        return Err(AwsError::validation(format!(
-            "Content must be 1 to {limit} characters, got {chars}"
-        )));
+    if !matches!(
+        request.content_type.as_str(),
+        "text/plain"
+            | "text/markdown"
+            | "application/json"
+            | "application/vnd.amazonaws.connect.message.interactive.response"
+    ) {
+        return Err(AwsError::validation(
+            API,
+            format!("ContentType {} is not supported", request.content_type),
+        ));
+    }
+    // The current API reference: up to 16,384 bytes for every content type.
+    if content.is_empty() || content.len() > MAX_MESSAGE_BYTES {
+        return Err(AwsError::validation(
+            API,
+            format!(
+                "Content must be 1 to {MAX_MESSAGE_BYTES} bytes, got {}",
+                content.len()
+            ),
+        ));
     }
     if let Some(token) = &request.client_token
         && let Some(previous) = sandbox.idempotent("SendMessage", token)
@@ -153,40 +151,50 @@ async fn send_message(
     if let Some(token) = &request.client_token {
         sandbox.remember("SendMessage", token, &response);
     }
+    sandbox.stream(&contact_id, &item).await;
     Ok(Json(response))
 }
 
 async fn send_event(
     State(sandbox): State<Arc<Sandbox>>,
     headers: HeaderMap,
-    Json(request): Json<SendContent>,
+    body: Bytes,
 ) -> AwsResult<Json<Value>> {
-    sandbox.enter("SendEvent")?;
+    sandbox.enter(API, "SendEvent")?;
     let contact_id = sandbox.authorise(&bearer(&headers)?)?;
-    const EVENTS: [&str; 3] = [
+    let request: SendContent = parse_json(API, &body)?;
+    const EVENTS: [&str; 4] = [
         "application/vnd.amazonaws.connect.event.typing",
         "application/vnd.amazonaws.connect.event.message.delivered",
         "application/vnd.amazonaws.connect.event.message.read",
+        "application/vnd.amazonaws.connect.event.connection.acknowledged",
     ];
     if !EVENTS.contains(&request.content_type.as_str()) {
-        return Err(AwsError::validation(format!(
-            "event {} is not supported",
-            request.content_type
-        )));
+        return Err(AwsError::validation(
+            API,
+            format!("event {} is not supported", request.content_type),
+        ));
     }
     let content = request.content.unwrap_or_default();
-    if request.content_type != EVENTS[0] {
-        let parsed: Value = serde_json::from_str(&content)
-            .map_err(|_| AwsError::validation("receipt Content must be JSON with a messageId"))?;
+    if request.content_type.ends_with(".delivered") || request.content_type.ends_with(".read") {
+        let parsed: Value = serde_json::from_str(&content).map_err(|_| {
+            AwsError::validation(API, "receipt Content must be JSON with a messageId")
+        })?;
         if parsed
             .get("messageId")
             .and_then(Value::as_str)
             .is_none_or(str::is_empty)
         {
             return Err(AwsError::validation(
+                API,
                 "receipt Content must name a messageId",
             ));
         }
+    }
+    if let Some(token) = &request.client_token
+        && let Some(previous) = sandbox.idempotent("SendEvent", token)
+    {
+        return Ok(Json(previous));
     }
     let item = sandbox.record(
         &contact_id,
@@ -195,9 +203,47 @@ async fn send_event(
         &request.content_type,
         &content,
     )?;
-    Ok(Json(
-        json!({ "Id": item.id, "AbsoluteTime": iso8601(item.at_ms) }),
-    ))
+    let response = json!({ "Id": item.id, "AbsoluteTime": iso8601(item.at_ms) });
+    if let Some(token) = &request.client_token {
+        sandbox.remember("SendEvent", token, &response);
+    }
+    sandbox.stream(&contact_id, &item).await;
+    Ok(Json(response))
+}
+
+async fn get_transcript(
+    State(sandbox): State<Arc<Sandbox>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> AwsResult<Json<Value>> {
+    sandbox.enter(API, "GetTranscript")?;
+    let contact_id = sandbox.authorise(&bearer(&headers)?)?;
+    let _: Value = parse_json(API, &body)?;
+    let contact = sandbox
+        .contact(&contact_id)
+        .ok_or_else(|| AwsError::not_found(API, "contact not found"))?;
+    let items: Vec<Value> = contact
+        .transcript
+        .iter()
+        .map(|item| {
+            let mut entry = json!({
+                "AbsoluteTime": iso8601(item.at_ms),
+                "Id": item.id,
+                "Type": item.kind,
+                "ContentType": item.content_type,
+                "ParticipantRole": item.role,
+                "DisplayName": if item.role == "CUSTOMER" { contact.display_name.clone() } else { "Agent".into() },
+            });
+            if item.kind == "MESSAGE" {
+                entry["Content"] = json!(item.content);
+            }
+            entry
+        })
+        .collect();
+    Ok(Json(json!({
+        "InitialContactId": contact.initial_contact_id,
+        "Transcript": items,
+    })))
 }
 
 #[derive(Deserialize)]
@@ -211,10 +257,11 @@ struct StartAttachmentUpload {
 async fn start_attachment_upload(
     State(sandbox): State<Arc<Sandbox>>,
     headers: HeaderMap,
-    Json(request): Json<StartAttachmentUpload>,
+    body: Bytes,
 ) -> AwsResult<Json<Value>> {
-    sandbox.enter("StartAttachmentUpload")?;
+    sandbox.enter(API, "StartAttachmentUpload")?;
     let contact_id = sandbox.authorise(&bearer(&headers)?)?;
+    let request: StartAttachmentUpload = parse_json(API, &body)?;
     check_attachment(&request.attachment_name, request.attachment_size_in_bytes)?;
     let id = new_id();
     sandbox.add_attachment(Attachment {
@@ -229,7 +276,7 @@ async fn start_attachment_upload(
     Ok(Json(json!({
         "AttachmentId": id,
         "UploadMetadata": {
-            "Url": format!("{}/sandbox-files/{id}", sandbox.config.public_url),
+            "Url": sandbox.file_url(&id, 300),
             "UrlExpiry": iso8601(now_ms() + 300_000),
             "HeadersToInclude": {
                 "Content-Type": request.content_type,
@@ -239,15 +286,56 @@ async fn start_attachment_upload(
     })))
 }
 
+impl Sandbox {
+    /// A pre-signed-looking URL of an attachment's bytes, valid `seconds`.
+    pub fn file_url(&self, id: &str, seconds: i64) -> String {
+        format!(
+            "{}/sandbox-files/{id}?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Expires={seconds}&X-Amz-Date={}&X-Amz-Signature={}",
+            self.config.public_url,
+            now_ms() / 1000,
+            new_id().replace('-', "")
+        )
+    }
+}
+
+#[derive(Deserialize)]
+struct Presigned {
+    #[serde(rename = "X-Amz-Date", default)]
+    signed_at_s: i64,
+    #[serde(rename = "X-Amz-Expires", default)]
+    expires_s: i64,
+}
+
+impl Presigned {
+    /// A URL past its expiry is refused, as S3 refuses it.
+    fn check(&self) -> AwsResult<()> {
+        if self.signed_at_s > 0 && now_ms() / 1000 > self.signed_at_s + self.expires_s {
+            return Err(AwsError::access_denied(API, "Request has expired"));
+        }
+        Ok(())
+    }
+}
+
 async fn upload(
     State(sandbox): State<Arc<Sandbox>>,
     Path(id): Path<String>,
+    Query(presigned): Query<Presigned>,
     headers: HeaderMap,
     body: Bytes,
 ) -> AwsResult<StatusCode> {
+    presigned.check()?;
+    if let Some(status) = sandbox.take_upload_failure() {
+        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+        return Err(AwsError::new(
+            API,
+            status,
+            "ServiceUnavailable",
+            "failure injected by the sandbox",
+        ));
+    }
     let attachment = sandbox
         .attachment(&id)
-        .ok_or_else(|| AwsError::not_found("no such upload"))?;
+        .ok_or_else(|| AwsError::not_found(API, "no such upload"))?;
     let content_type = headers
         .get("content-type")
         .and_then(|v| v.to_str().ok())
@@ -255,15 +343,19 @@ async fn upload(
     if content_type != attachment.content_type || headers.get("x-amz-meta-attachment-id").is_none()
     {
         return Err(AwsError::access_denied(
+            API,
             "upload must carry the HeadersToInclude",
         ));
     }
     if body.len() as u64 != attachment.size {
-        return Err(AwsError::validation(format!(
-            "uploaded {} bytes, {} were declared",
-            body.len(),
-            attachment.size
-        )));
+        return Err(AwsError::validation(
+            API,
+            format!(
+                "uploaded {} bytes, {} were declared",
+                body.len(),
+                attachment.size
+            ),
+        ));
     }
     sandbox.update_attachment(&id, |a| a.bytes = Some(body.to_vec()))?;
     Ok(StatusCode::OK)
@@ -278,18 +370,23 @@ struct CompleteAttachmentUpload {
 async fn complete_attachment_upload(
     State(sandbox): State<Arc<Sandbox>>,
     headers: HeaderMap,
-    Json(request): Json<CompleteAttachmentUpload>,
+    body: Bytes,
 ) -> AwsResult<Json<Value>> {
-    sandbox.enter("CompleteAttachmentUpload")?;
+    sandbox.enter(API, "CompleteAttachmentUpload")?;
     let contact_id = sandbox.authorise(&bearer(&headers)?)?;
+    let request: CompleteAttachmentUpload = parse_json(API, &body)?;
     for id in &request.attachment_ids {
         let attachment = sandbox
             .attachment(id)
-            .ok_or_else(|| AwsError::not_found(format!("attachment {id}")))?;
+            .ok_or_else(|| AwsError::not_found(API, format!("attachment {id}")))?;
         if attachment.contact_id != contact_id || attachment.bytes.is_none() {
-            return Err(AwsError::validation(format!(
-                "attachment {id} was not uploaded"
-            )));
+            return Err(AwsError::validation(
+                API,
+                format!("attachment {id} was not uploaded"),
+            ));
+        }
+        if attachment.completed {
+            continue; // a retried completion: already in the chat
         }
         sandbox.update_attachment(id, |a| a.completed = true)?;
         let item = sandbox.record(
@@ -308,22 +405,31 @@ async fn complete_attachment_upload(
 #[serde(rename_all = "PascalCase")]
 struct GetAttachment {
     attachment_id: String,
+    url_expiry_in_seconds: Option<i64>,
 }
 
 async fn get_attachment(
     State(sandbox): State<Arc<Sandbox>>,
     headers: HeaderMap,
-    Json(request): Json<GetAttachment>,
+    body: Bytes,
 ) -> AwsResult<Json<Value>> {
-    sandbox.enter("GetAttachment")?;
+    sandbox.enter(API, "GetAttachment")?;
     let contact_id = sandbox.authorise(&bearer(&headers)?)?;
+    let request: GetAttachment = parse_json(API, &body)?;
+    let seconds = request.url_expiry_in_seconds.unwrap_or(300);
+    if !(5..=300).contains(&seconds) {
+        return Err(AwsError::validation(
+            API,
+            "UrlExpiryInSeconds must be 5 to 300",
+        ));
+    }
     let attachment = sandbox
         .attachment(&request.attachment_id)
         .filter(|a| a.contact_id == contact_id && a.completed)
-        .ok_or_else(|| AwsError::not_found("attachment not found in this chat"))?;
+        .ok_or_else(|| AwsError::not_found(API, "attachment not found in this chat"))?;
     Ok(Json(json!({
-        "Url": format!("{}/sandbox-files/{}", sandbox.config.public_url, attachment.id),
-        "UrlExpiry": iso8601(now_ms() + 300_000),
+        "Url": sandbox.file_url(&attachment.id, seconds),
+        "UrlExpiry": iso8601(now_ms() + seconds * 1000),
         "AttachmentSizeInBytes": attachment.size,
     })))
 }
@@ -331,39 +437,36 @@ async fn get_attachment(
 async fn download(
     State(sandbox): State<Arc<Sandbox>>,
     Path(id): Path<String>,
+    Query(presigned): Query<Presigned>,
 ) -> impl IntoResponse {
+    if let Err(e) = presigned.check() {
+        return e.into_response();
+    }
     match sandbox
         .attachment(&id)
         .and_then(|a| a.bytes.map(|b| (a.content_type, b)))
     {
         Some((content_type, bytes)) => ([("content-type", content_type)], bytes).into_response(),
-        None => AwsError::not_found("no such file").into_response(),
+        None => AwsError::not_found(API, "no such file").into_response(),
     }
 }
 
 async fn disconnect_participant(
     State(sandbox): State<Arc<Sandbox>>,
     headers: HeaderMap,
+    body: Bytes,
 ) -> AwsResult<Json<Value>> {
-    sandbox.enter("DisconnectParticipant")?;
+    sandbox.enter(API, "DisconnectParticipant")?;
     let contact_id = sandbox.authorise(&bearer(&headers)?)?;
+    let _: Value = parse_json(API, &body)?;
     sandbox.update_contact(&contact_id, |c| c.disconnected = true)?;
-    sandbox.record(
+    let item = sandbox.record(
         &contact_id,
         "EVENT",
         "CUSTOMER",
         "application/vnd.amazonaws.connect.event.participant.left",
         "",
     )?;
+    sandbox.stream(&contact_id, &item).await;
     Ok(Json(json!({})))
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn dates_format_as_iso8601() {
-        assert_eq!(super::iso8601(0), "1970-01-01T00:00:00Z");
-        assert_eq!(super::iso8601(1_762_827_867_000), "2025-11-11T02:24:27Z");
-        assert_eq!(super::iso8601(951_782_400_000), "2000-02-29T00:00:00Z");
-    }
 }

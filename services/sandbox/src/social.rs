@@ -5,14 +5,17 @@
 
 use std::sync::Arc;
 
-use axum::{Json, Router, extract::State, routing::post};
+use axum::{Json, Router, body::Bytes, extract::State, routing::post};
+use base64::Engine as _;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::{
-    aws::{AwsError, AwsResult},
+    aws::{Api, AwsError, AwsResult, parse_json},
     state::{Sandbox, WhatsAppMedia, new_id},
 };
+
+const API: Api = Api::Social;
 
 /// The routes of this service.
 pub fn routes() -> Router<Arc<Sandbox>> {
@@ -36,9 +39,10 @@ fn origination(id: &str) -> AwsResult<()> {
     if valid_origination(id) {
         Ok(())
     } else {
-        Err(AwsError::validation(format!(
-            "originationPhoneNumberId {id:?} must be phone-number-id-… or its ARN"
-        )))
+        Err(AwsError::validation(
+            API,
+            format!("originationPhoneNumberId {id:?} must be phone-number-id-… or its ARN"),
+        ))
     }
 }
 
@@ -53,9 +57,10 @@ struct Send {
 /// Meta's Cloud API rules for the message kinds Parley sends.
 fn check_message(message: &Value) -> AwsResult<()> {
     let invalid = |why: &str| {
-        Err(AwsError::validation(format!(
-            "message rejected by Meta: {why}"
-        )))
+        Err(AwsError::validation(
+            API,
+            format!("message rejected by Meta: {why}"),
+        ))
     };
     if message.get("messaging_product").and_then(Value::as_str) != Some("whatsapp") {
         return invalid("messaging_product must be whatsapp");
@@ -70,13 +75,19 @@ fn check_message(message: &Value) -> AwsResult<()> {
         .get("to")
         .and_then(Value::as_str)
         .unwrap_or_default();
-    if to.trim_start_matches('+').is_empty()
-        || !to
+    let recipient = message
+        .get("recipient")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let phone = !to.trim_start_matches('+').is_empty()
+        && to
             .trim_start_matches('+')
             .chars()
-            .all(|c| c.is_ascii_digit())
-    {
-        return invalid("to must be a phone number");
+            .all(|c| c.is_ascii_digit());
+    // A business-scoped user id goes in `recipient` (`to` wins when both).
+    let user_id = recipient.len() > 3 && recipient.as_bytes()[2] == b'.';
+    if !phone && !user_id {
+        return invalid("to must be a phone number (or recipient a business-scoped user id)");
     }
     let kind = message
         .get("type")
@@ -116,22 +127,20 @@ fn check_message(message: &Value) -> AwsResult<()> {
     }
 }
 
-async fn send(
-    State(sandbox): State<Arc<Sandbox>>,
-    Json(request): Json<Send>,
-) -> AwsResult<Json<Value>> {
-    sandbox.enter("SendWhatsAppMessage")?;
+async fn send(State(sandbox): State<Arc<Sandbox>>, body: Bytes) -> AwsResult<Json<Value>> {
+    sandbox.enter(API, "SendWhatsAppMessage")?;
+    let request: Send = parse_json(API, &body)?;
     origination(&request.origination_phone_number_id)?;
     if request.meta_api_version.is_empty() {
-        return Err(AwsError::validation("metaApiVersion is required"));
+        return Err(AwsError::validation(API, "metaApiVersion is required"));
     }
     let bytes = base64_decode(&request.message)
-        .ok_or_else(|| AwsError::validation("message is not base64"))?;
+        .ok_or_else(|| AwsError::validation(API, "message is not base64"))?;
     if bytes.len() > 2_048_000 {
-        return Err(AwsError::validation("message exceeds 2,048,000 bytes"));
+        return Err(AwsError::validation(API, "message exceeds 2,048,000 bytes"));
     }
     let message: Value = serde_json::from_slice(&bytes)
-        .map_err(|e| AwsError::validation(format!("message is not JSON: {e}")))?;
+        .map_err(|e| AwsError::validation(API, format!("message is not JSON: {e}")))?;
     check_message(&message)?;
     if let Some(id) = message
         .pointer("/image/id")
@@ -142,9 +151,10 @@ async fn send(
         .and_then(Value::as_str)
         && sandbox.whatsapp_media(id).is_none()
     {
-        return Err(AwsError::validation(format!(
-            "media {id} was never uploaded"
-        )));
+        return Err(AwsError::validation(
+            API,
+            format!("media {id} was never uploaded"),
+        ));
     }
     let message_id = format!("wamid.sandbox.{}", new_id());
     sandbox.record_whatsapp(&request.origination_phone_number_id, &message_id, message);
@@ -165,41 +175,17 @@ struct PostMedia {
     source_s3_file: Option<S3File>,
 }
 
-async fn post_media(
-    State(sandbox): State<Arc<Sandbox>>,
-    Json(request): Json<PostMedia>,
-) -> AwsResult<Json<Value>> {
-    sandbox.enter("PostWhatsAppMessageMedia")?;
+async fn post_media(State(sandbox): State<Arc<Sandbox>>, body: Bytes) -> AwsResult<Json<Value>> {
+    sandbox.enter(API, "PostWhatsAppMessageMedia")?;
+    let request: PostMedia = parse_json(API, &body)?;
     origination(&request.origination_phone_number_id)?;
     let file = request.source_s3_file.ok_or_else(|| {
-        AwsError::validation("sourceS3File is required (the sandbox does not fetch presigned URLs)")
+        AwsError::validation(
+            API,
+            "sourceS3File is required (the sandbox does not fetch presigned URLs)",
+        )
     })?;
-    let s3 = sandbox
-        .s3()
-        .ok_or_else(|| AwsError::validation("sandbox has no S3 configured"))?;
-    let object = s3
-        .get_object()
-        .bucket(&file.bucket_name)
-        .key(&file.key)
-        .send()
-        .await
-        .map_err(|e| {
-            AwsError::validation(format!(
-                "cannot read s3://{}/{}: {e}",
-                file.bucket_name, file.key
-            ))
-        })?;
-    let mime_type = object
-        .content_type()
-        .unwrap_or("application/octet-stream")
-        .to_owned();
-    let bytes = object
-        .body
-        .collect()
-        .await
-        .map_err(|e| AwsError::validation(format!("cannot read the object: {e}")))?
-        .into_bytes()
-        .to_vec();
+    let (mime_type, bytes) = sandbox.read_object(&file.bucket_name, &file.key).await?;
     let media_id = new_id().replace('-', "");
     sandbox.add_whatsapp_media(WhatsAppMedia {
         id: media_id.clone(),
@@ -219,22 +205,17 @@ struct GetMedia {
     metadata_only: bool,
 }
 
-async fn get_media(
-    State(sandbox): State<Arc<Sandbox>>,
-    Json(request): Json<GetMedia>,
-) -> AwsResult<Json<Value>> {
-    sandbox.enter("GetWhatsAppMessageMedia")?;
+async fn get_media(State(sandbox): State<Arc<Sandbox>>, body: Bytes) -> AwsResult<Json<Value>> {
+    sandbox.enter(API, "GetWhatsAppMessageMedia")?;
+    let request: GetMedia = parse_json(API, &body)?;
     origination(&request.origination_phone_number_id)?;
     let media = sandbox
         .whatsapp_media(&request.media_id)
-        .ok_or_else(|| AwsError::not_found(format!("media {} not found", request.media_id)))?;
+        .ok_or_else(|| AwsError::not_found(API, format!("media {} not found", request.media_id)))?;
     if !request.metadata_only {
         let file = request
             .destination_s3_file
-            .ok_or_else(|| AwsError::validation("destinationS3File is required"))?;
-        let s3 = sandbox
-            .s3()
-            .ok_or_else(|| AwsError::validation("sandbox has no S3 configured"))?;
+            .ok_or_else(|| AwsError::validation(API, "destinationS3File is required"))?;
         // EUM names the object <key><mediaId>.<extension>.
         let extension = media
             .mime_type
@@ -243,19 +224,14 @@ async fn get_media(
             .unwrap_or("bin")
             .trim()
             .to_owned();
-        s3.put_object()
-            .bucket(&file.bucket_name)
-            .key(format!("{}{}.{extension}", file.key, media.id))
-            .content_type(&media.mime_type)
-            .body(media.bytes.clone().into())
-            .send()
-            .await
-            .map_err(|e| {
-                AwsError::validation(format!(
-                    "cannot write s3://{}/{}: {e}",
-                    file.bucket_name, file.key
-                ))
-            })?;
+        sandbox
+            .write_object(
+                &file.bucket_name,
+                &format!("{}{}.{extension}", file.key, media.id),
+                &media.mime_type,
+                media.bytes.clone(),
+            )
+            .await?;
     }
     Ok(Json(json!({
         "mimeType": media.mime_type,
@@ -264,32 +240,82 @@ async fn get_media(
     })))
 }
 
+impl Sandbox {
+    /// Reads an object from the media bucket: moto's S3 when configured,
+    /// else the sandbox's own.
+    pub async fn read_object(&self, bucket: &str, key: &str) -> AwsResult<(String, Vec<u8>)> {
+        let Some(s3) = self.s3() else {
+            return self
+                .buckets
+                .get(bucket, key)
+                .map(|o| (o.content_type, o.bytes.to_vec()))
+                .ok_or_else(|| {
+                    AwsError::validation(API, format!("cannot read s3://{bucket}/{key}"))
+                });
+        };
+        let object = s3
+            .get_object()
+            .bucket(bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| {
+                AwsError::validation(API, format!("cannot read s3://{bucket}/{key}: {e}"))
+            })?;
+        let mime_type = object
+            .content_type()
+            .unwrap_or("application/octet-stream")
+            .to_owned();
+        let bytes = object
+            .body
+            .collect()
+            .await
+            .map_err(|e| AwsError::validation(API, format!("cannot read the object: {e}")))?
+            .into_bytes()
+            .to_vec();
+        Ok((mime_type, bytes))
+    }
+
+    /// Writes an object to the media bucket (moto's or the sandbox's own).
+    pub async fn write_object(
+        &self,
+        bucket: &str,
+        key: &str,
+        mime_type: &str,
+        bytes: Vec<u8>,
+    ) -> AwsResult<()> {
+        let Some(s3) = self.s3() else {
+            self.buckets.put(bucket, key, bytes.into(), mime_type);
+            return Ok(());
+        };
+        s3.put_object()
+            .bucket(bucket)
+            .key(key)
+            .content_type(mime_type)
+            .body(bytes.into())
+            .send()
+            .await
+            .map_err(|e| {
+                AwsError::validation(API, format!("cannot write s3://{bucket}/{key}: {e}"))
+            })?;
+        Ok(())
+    }
+}
+
 /// Decodes standard or URL-safe base64 (padding optional).
 pub fn base64_decode(text: &str) -> Option<Vec<u8>> {
-    let value = |c: u8| -> Option<u32> {
-        Some(match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' | b'-' => 62,
-            b'/' | b'_' => 63,
-            _ => return None,
-        } as u32)
-    };
-    let clean: Vec<u8> = text
-        .bytes()
-        .filter(|&c| c != b'=' && !c.is_ascii_whitespace())
+    let clean: String = text
+        .chars()
+        .filter(|c| !c.is_ascii_whitespace() && *c != '=')
+        .map(|c| match c {
+            '-' => '+',
+            '_' => '/',
+            c => c,
+        })
         .collect();
-    let mut out = Vec::with_capacity(clean.len() * 3 / 4);
-    for chunk in clean.chunks(4) {
-        let mut acc = 0u32;
-        for (i, &c) in chunk.iter().enumerate() {
-            acc |= value(c)? << (18 - 6 * i);
-        }
-        let bytes = acc.to_be_bytes();
-        out.extend_from_slice(&bytes[1..chunk.len()]);
-    }
-    Some(out)
+    base64::engine::general_purpose::STANDARD_NO_PAD
+        .decode(clean)
+        .ok()
 }
 
 #[cfg(test)]

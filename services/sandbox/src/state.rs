@@ -9,10 +9,12 @@ use std::{
 
 use serde::Serialize;
 
-use crate::aws::{AwsError, AwsResult};
+use crate::aws::{Api, AwsError, AwsResult};
 
-/// Connect's limit for text/plain and text/markdown messages, in characters.
-pub const MAX_MESSAGE_CHARS: usize = 1_024;
+/// Connect's limit on a chat message's content (every content type), in
+/// bytes, per the current API reference. (Some channels enforce less:
+/// Parley splits text at 1,024 characters anyway.)
+pub const MAX_MESSAGE_BYTES: usize = 16_384;
 /// Connect chat's attachment size limit.
 pub const MAX_ATTACHMENT_BYTES: u64 = 20 * 1024 * 1024;
 /// File extensions Connect chat accepts as attachments.
@@ -31,8 +33,18 @@ pub struct SandboxConfig {
     pub connection_ttl: Duration,
     /// The S3 (moto) that WhatsApp media moves through.
     pub s3: Option<aws_sdk_s3::Client>,
-    /// The SNS (moto) Connect streaming events are published to.
+    /// The SNS (moto) Connect streaming events and customer webhooks are
+    /// published to; `None`: the sandbox plays SNS itself, delivering to
+    /// its HTTP subscribers.
     pub sns: Option<aws_sdk_sns::Client>,
+    /// The WhatsApp business numbers customers write to (the first is the
+    /// default).
+    pub whatsapp_numbers: Vec<crate::customer::WhatsAppNumber>,
+    /// The topic EUM publishes customer webhooks to.
+    pub inbound_topic_arn: String,
+    /// Connect instances that exist; empty: any instance id is accepted.
+    /// StartChatContact on another answers ResourceNotFoundException.
+    pub known_instances: Vec<String>,
 }
 
 impl Default for SandboxConfig {
@@ -42,6 +54,12 @@ impl Default for SandboxConfig {
             connection_ttl: Duration::from_secs(24 * 3600),
             s3: None,
             sns: None,
+            whatsapp_numbers: vec![crate::customer::WhatsAppNumber::default()],
+            inbound_topic_arn: format!(
+                "arn:aws:sns:us-east-1:{}:parley-eum-in",
+                crate::sns::ACCOUNT_ID
+            ),
+            known_instances: Vec::new(),
         }
     }
 }
@@ -100,6 +118,11 @@ pub struct Contact {
     pub customer_connected: bool,
     /// Whether the customer left.
     pub disconnected: bool,
+    /// Whether the chat ended (agent closed it, or the contact was stopped).
+    pub ended: bool,
+    /// Attributes set with UpdateContactAttributes, merged.
+    #[serde(skip)]
+    pub updated_attributes: HashMap<String, String>,
     /// Everything said and done in the chat, in order.
     pub transcript: Vec<ChatItem>,
     /// Content types the client declared it supports.
@@ -162,6 +185,8 @@ struct World {
     idempotent: HashMap<String, serde_json::Value>,
     attachments: HashMap<String, Attachment>,
     throttle_remaining: u32,
+    throttle_skip: u32,
+    upload_failures: Vec<u16>,
     calls: Vec<String>,
     whatsapp_media: HashMap<String, WhatsAppMedia>,
     whatsapp_sent: Vec<SentWhatsApp>,
@@ -194,6 +219,12 @@ pub struct Sandbox {
     /// Settings.
     pub config: SandboxConfig,
     world: Mutex<World>,
+    /// SNS topics and HTTP subscriptions (when the sandbox plays SNS).
+    pub topics: crate::sns::Topics,
+    /// The S3 buckets (when no moto is configured).
+    pub buckets: crate::s3::Buckets,
+    /// For SNS HTTP deliveries.
+    pub http: reqwest::Client,
 }
 
 impl std::fmt::Debug for SandboxConfig {
@@ -210,6 +241,13 @@ impl Sandbox {
         Self {
             config,
             world: Mutex::new(World::default()),
+            topics: crate::sns::Topics::default(),
+            buckets: crate::s3::Buckets::default(),
+            http: reqwest::Client::builder()
+                .connect_timeout(Duration::from_secs(2))
+                .timeout(Duration::from_secs(15))
+                .build()
+                .unwrap_or_default(),
         }
     }
 
@@ -219,15 +257,49 @@ impl Sandbox {
         self.world.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Records an API call; fails it when throttling is armed.
-    pub fn enter(&self, operation: &str) -> AwsResult<()> {
+    /// Records an API call; fails it (as `api` throttles) when throttling
+    /// is armed.
+    pub fn enter(&self, api: Api, operation: &str) -> AwsResult<()> {
         let mut world = self.world();
         world.calls.push(operation.to_owned());
+        if world.throttle_skip > 0 {
+            world.throttle_skip -= 1;
+            return Ok(());
+        }
         if world.throttle_remaining > 0 {
             world.throttle_remaining -= 1;
-            return Err(AwsError::throttled());
+            return Err(AwsError::throttled(api, operation));
         }
         Ok(())
+    }
+
+    /// Makes the next attachment uploads (PUTs to the upload URL) answer
+    /// these HTTP statuses, one each, as S3 sometimes does.
+    pub fn fail_next_uploads(&self, statuses: &[u16]) {
+        self.world().upload_failures = statuses.to_vec();
+    }
+
+    /// The next armed upload failure, if any.
+    pub fn take_upload_failure(&self) -> Option<u16> {
+        let mut world = self.world();
+        (!world.upload_failures.is_empty()).then(|| world.upload_failures.remove(0))
+    }
+
+    /// Every contact, in no particular order.
+    pub fn contacts(&self) -> Vec<Contact> {
+        let mut contacts: Vec<Contact> = self.world().contacts.values().cloned().collect();
+        contacts.sort_by_key(|c| c.transcript.first().map_or(0, |i| i.at_ms));
+        contacts
+    }
+
+    /// Every attachment of a contact.
+    pub fn attachments_of(&self, contact_id: &str) -> Vec<Attachment> {
+        self.world()
+            .attachments
+            .values()
+            .filter(|a| a.contact_id == contact_id)
+            .cloned()
+            .collect()
     }
 
     /// Operations called so far, in order.
@@ -235,9 +307,17 @@ impl Sandbox {
         self.world().calls.clone()
     }
 
-    /// Makes the next `count` API calls fail with `ThrottlingException`.
+    /// Makes the next `count` API calls fail with the API's throttling error.
     pub fn throttle_next(&self, count: u32) {
-        self.world().throttle_remaining = count;
+        self.throttle_after(0, count);
+    }
+
+    /// Lets `skip` calls through, then throttles the `count` after them
+    /// (a failure part-way through a multi-call operation).
+    pub fn throttle_after(&self, skip: u32, count: u32) {
+        let mut world = self.world();
+        world.throttle_skip = skip;
+        world.throttle_remaining = count;
     }
 
     /// Expires every connection token now.
@@ -285,10 +365,9 @@ impl Sandbox {
         change: impl FnOnce(&mut Contact) -> T,
     ) -> AwsResult<T> {
         let mut world = self.world();
-        let contact = world
-            .contacts
-            .get_mut(contact_id)
-            .ok_or_else(|| AwsError::not_found(format!("contact {contact_id} not found")))?;
+        let contact = world.contacts.get_mut(contact_id).ok_or_else(|| {
+            AwsError::not_found(Api::Connect, format!("contact {contact_id} not found"))
+        })?;
         Ok(change(contact))
     }
 
@@ -303,13 +382,18 @@ impl Sandbox {
             .participant_tokens
             .get(participant_token)
             .cloned()
-            .ok_or_else(|| AwsError::access_denied("participant token is not valid"))?;
+            .ok_or_else(|| {
+                AwsError::access_denied(Api::Participant, "participant token is not valid")
+            })?;
         let contact = world
             .contacts
             .get_mut(&contact_id)
-            .ok_or_else(|| AwsError::access_denied("chat has ended"))?;
-        if contact.disconnected {
-            return Err(AwsError::access_denied("participant has left the chat"));
+            .ok_or_else(|| AwsError::access_denied(Api::Participant, "chat has ended"))?;
+        if contact.disconnected || contact.ended {
+            return Err(AwsError::access_denied(
+                Api::Participant,
+                "the chat has ended or the participant has left it",
+            ));
         }
         contact.customer_connected |= connect_participant;
         let token = format!("ctok-{}", new_id());
@@ -327,17 +411,52 @@ impl Sandbox {
     /// The contact a live connection token belongs to.
     pub fn authorise(&self, connection_token: &str) -> AwsResult<String> {
         let world = self.world();
-        let connection = world
-            .connections
-            .get(connection_token)
-            .ok_or_else(|| AwsError::access_denied("connection token is not valid"))?;
+        let connection = world.connections.get(connection_token).ok_or_else(|| {
+            AwsError::access_denied(Api::Participant, "connection token is not valid")
+        })?;
         if connection.expires_at_ms <= now_ms() {
-            return Err(AwsError::access_denied("connection token has expired"));
+            return Err(AwsError::access_denied(
+                Api::Participant,
+                "connection token has expired",
+            ));
         }
         match world.contacts.get(&connection.contact_id) {
-            Some(contact) if !contact.disconnected => Ok(connection.contact_id.clone()),
-            _ => Err(AwsError::access_denied("participant has left the chat")),
+            Some(contact) if !contact.disconnected && !contact.ended => {
+                Ok(connection.contact_id.clone())
+            }
+            _ => Err(AwsError::access_denied(
+                Api::Participant,
+                "the chat has ended or the participant has left it",
+            )),
         }
+    }
+
+    /// Gives a contact a new contact id, as a transfer does; the initial
+    /// contact id and the tokens stay. Returns the new id.
+    pub fn transfer(&self, contact_id: &str) -> AwsResult<String> {
+        let mut world = self.world();
+        let mut contact = world.contacts.remove(contact_id).ok_or_else(|| {
+            AwsError::not_found(Api::Connect, format!("contact {contact_id} not found"))
+        })?;
+        let new_id = new_id();
+        contact.contact_id = new_id.clone();
+        for connection in world.connections.values_mut() {
+            if connection.contact_id == contact_id {
+                connection.contact_id = new_id.clone();
+            }
+        }
+        for owner in world.participant_tokens.values_mut() {
+            if owner == contact_id {
+                *owner = new_id.clone();
+            }
+        }
+        for attachment in world.attachments.values_mut() {
+            if attachment.contact_id == contact_id {
+                attachment.contact_id = new_id.clone();
+            }
+        }
+        world.contacts.insert(new_id.clone(), contact);
+        Ok(new_id)
     }
 
     /// Appends to a contact's transcript and returns the item's id.
@@ -457,10 +576,9 @@ impl Sandbox {
         change: impl FnOnce(&mut Attachment) -> T,
     ) -> AwsResult<T> {
         let mut world = self.world();
-        let attachment = world
-            .attachments
-            .get_mut(id)
-            .ok_or_else(|| AwsError::not_found(format!("attachment {id} not found")))?;
+        let attachment = world.attachments.get_mut(id).ok_or_else(|| {
+            AwsError::not_found(Api::Participant, format!("attachment {id} not found"))
+        })?;
         Ok(change(attachment))
     }
 }
@@ -472,17 +590,20 @@ pub fn check_attachment(name: &str, size: u64) -> AwsResult<()> {
         .map(|(_, e)| e.to_ascii_lowercase())
         .unwrap_or_default();
     if !ALLOWED_EXTENSIONS.contains(&extension.as_str()) {
-        return Err(AwsError::validation(format!(
-            "attachment type .{extension} is not supported"
-        )));
+        return Err(AwsError::validation(
+            Api::Participant,
+            format!("attachment type .{extension} is not supported"),
+        ));
     }
     if size > MAX_ATTACHMENT_BYTES {
-        return Err(AwsError::quota(format!(
-            "attachment of {size} bytes exceeds the {MAX_ATTACHMENT_BYTES}-byte limit"
-        )));
+        return Err(AwsError::quota(
+            Api::Participant,
+            format!("attachment of {size} bytes exceeds the {MAX_ATTACHMENT_BYTES}-byte limit"),
+        ));
     }
     if name.is_empty() || name.len() > 256 {
         return Err(AwsError::validation(
+            Api::Participant,
             "AttachmentName must be 1 to 256 characters",
         ));
     }

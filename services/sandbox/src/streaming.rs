@@ -3,20 +3,14 @@
 //! the JSON message and the message attributes Connect sets — so the real
 //! SNS → SQS path (moto) carries it to the gateway.
 
-use aws_sdk_sns::types::MessageAttributeValue;
+use std::{collections::BTreeMap, sync::Arc};
+
 use serde_json::json;
 
-use crate::state::{ChatItem, Contact, Sandbox};
-
-const ACCOUNT_ID: &str = "123456789012";
-
-fn attribute(value: &str) -> MessageAttributeValue {
-    MessageAttributeValue::builder()
-        .data_type("String")
-        .string_value(value)
-        .build()
-        .expect("data type is set")
-}
+use crate::{
+    sns::ACCOUNT_ID,
+    state::{ChatItem, Contact, Sandbox},
+};
 
 /// The streaming message for one transcript item.
 pub fn streaming_message(
@@ -30,7 +24,7 @@ pub fn streaming_message(
         "Agent"
     };
     let mut message = json!({
-        "AbsoluteTime": crate::participant::iso8601(item.at_ms),
+        "AbsoluteTime": crate::aws::iso8601(item.at_ms),
         "ContentType": item.content_type,
         "Id": item.id,
         "Type": item.kind,
@@ -57,10 +51,11 @@ pub fn streaming_message(
 
 impl Sandbox {
     /// Publishes `item` to the contact's streaming topic, if streaming was
-    /// started and an SNS client is configured. Failures are logged, as
-    /// Connect does not fail the chat when delivery fails.
-    pub async fn stream(&self, contact_id: &str, item: &ChatItem) {
-        let (Some(sns), Some(contact)) = (self.config.sns.clone(), self.contact(contact_id)) else {
+    /// started: through moto's SNS when configured, else to the sandbox's
+    /// own HTTP subscribers. Failures are logged, as Connect does not fail
+    /// the chat when delivery fails.
+    pub async fn stream(self: &Arc<Self>, contact_id: &str, item: &ChatItem) {
+        let Some(contact) = self.contact(contact_id) else {
             return;
         };
         let Some(topic) = contact.streaming_endpoint.clone() else {
@@ -75,27 +70,28 @@ impl Sandbox {
             item,
             attachment.as_ref().map(|(n, t)| (n.as_str(), t.as_str())),
         );
+        // The customer's typing is for the agent only; everything else is
+        // visible to all.
         let visibility = if item.content_type.ends_with(".typing") && item.role == "CUSTOMER" {
             "AGENT"
         } else {
             "ALL"
         };
-        let published = sns
-            .publish()
-            .topic_arn(&topic)
-            .message(message.to_string())
-            .message_attributes("InitialContactId", attribute(&contact.initial_contact_id))
-            .message_attributes("ContactId", attribute(&contact.contact_id))
-            .message_attributes("ParticipantRole", attribute(&item.role))
-            .message_attributes("Type", attribute(&item.kind))
-            .message_attributes("ContentType", attribute(&item.content_type))
-            .message_attributes("MessageVisibility", attribute(visibility))
-            .message_attributes("InstanceId", attribute(&contact.instance_id))
-            .message_attributes("AccountId", attribute(ACCOUNT_ID))
-            .send()
-            .await;
-        if let Err(e) = published {
-            tracing::warn!(error = %aws_sdk_sns::error::DisplayErrorContext(&e), "streaming publish failed");
+        let attributes: BTreeMap<String, String> = [
+            ("InitialContactId", contact.initial_contact_id.as_str()),
+            ("ContactId", contact.contact_id.as_str()),
+            ("ParticipantRole", item.role.as_str()),
+            ("Type", item.kind.as_str()),
+            ("ContentType", item.content_type.as_str()),
+            ("MessageVisibility", visibility),
+            ("InstanceId", contact.instance_id.as_str()),
+            ("AccountId", ACCOUNT_ID),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        if let Err(e) = self.publish(&topic, message.to_string(), &attributes).await {
+            tracing::warn!(error = %e.message, "streaming publish failed");
         }
     }
 }

@@ -25,7 +25,7 @@ use futures::StreamExt;
 use serde_json::json;
 
 use crate::{
-    aws::AwsError,
+    aws::{Api, AwsError},
     recognizer::DtmfRecognizer,
     state::{Sandbox, TranscriptionRequest, new_id},
 };
@@ -84,6 +84,7 @@ fn transcript_event(
     recognizer: &DtmfRecognizer,
     partial: bool,
     language: &str,
+    identified: bool,
 ) -> Bytes {
     let keys = recognizer.keys();
     let items: Vec<_> = keys
@@ -95,15 +96,20 @@ fn transcript_event(
         .collect();
     let start = keys.first().map_or(0.0, |k| k.start_s);
     let end = keys.last().map_or(0.0, |k| k.end_s);
+    let mut result = json!({
+        "ResultId": result_id, "StartTime": start, "EndTime": end, "IsPartial": partial, "ChannelId": "ch_0",
+        "LanguageCode": language,
+        "Alternatives": [{"Transcript": recognizer.transcript(), "Items": items}]
+    });
+    if identified {
+        // With language identification, each result scores the candidates.
+        result["LanguageIdentification"] = json!([{ "LanguageCode": language, "Score": 0.99 }]);
+    }
     frame(
         "event",
         ":event-type",
         "TranscriptEvent",
-        json!({"Transcript": {"Results": [{
-            "ResultId": result_id, "StartTime": start, "EndTime": end, "IsPartial": partial, "ChannelId": "ch_0",
-            "LanguageCode": language,
-            "Alternatives": [{"Transcript": recognizer.transcript(), "Items": items}]
-        }]}}),
+        json!({"Transcript": {"Results": [result]}}),
     )
 }
 
@@ -111,7 +117,7 @@ async fn start_stream_transcription(
     State(sandbox): State<Arc<Sandbox>>,
     request: Request,
 ) -> Response {
-    if let Err(e) = sandbox.enter("StartStreamTranscription") {
+    if let Err(e) = sandbox.enter(Api::Transcribe, "StartStreamTranscription") {
         return e.into_response();
     }
     let headers = request.headers().clone();
@@ -129,13 +135,11 @@ async fn start_stream_transcription(
         .and_then(|r| r.parse().ok())
         .unwrap_or(0);
     let language = header(&headers, "x-amzn-transcribe-language-code");
-    let identify =
-        header(&headers, "x-amzn-transcribe-identify-language").is_some_and(|v| v == "true");
-    let bad = |message: &str| {
-        let mut e = AwsError::validation(message);
-        e.kind = "BadRequestException";
-        e.into_response()
-    };
+    // Clients write the flag as `true` or `True`: booleans in headers are
+    // case-insensitive.
+    let identify = header(&headers, "x-amzn-transcribe-identify-language")
+        .is_some_and(|v| v.eq_ignore_ascii_case("true"));
+    let bad = |message: &str| AwsError::validation(Api::Transcribe, message).into_response();
     if !matches!(encoding.as_str(), "pcm" | "ogg-opus" | "flac") {
         return bad("MediaEncoding must be pcm, ogg-opus or flac");
     }
@@ -168,6 +172,8 @@ async fn start_stream_transcription(
     };
     let mut body = request.into_body().into_data_stream();
     let response_language = language.clone();
+    let response_encoding = encoding.clone();
+    let identified = identify.then(|| language.clone());
     tokio::spawn(async move {
         let _open = open;
         let mut decoder = MessageFrameDecoder::new();
@@ -207,6 +213,7 @@ async fn start_stream_transcription(
                         &recognizer,
                         false,
                         &response_language,
+                        identified.is_some(),
                     ))
                     .await;
                     return;
@@ -250,6 +257,7 @@ async fn start_stream_transcription(
                                 &recognizer,
                                 true,
                                 &response_language,
+                                identified.is_some(),
                             ))
                             .await
                         {
@@ -278,6 +286,21 @@ async fn start_stream_transcription(
     if let Ok(v) = language.parse() {
         out.insert("x-amzn-transcribe-language-code", v);
     }
+    // Transcribe echoes the stream's parameters.
+    if let Ok(v) = rate.to_string().parse() {
+        out.insert("x-amzn-transcribe-sample-rate", v);
+    }
+    if let Ok(v) = response_encoding.parse() {
+        out.insert("x-amzn-transcribe-media-encoding", v);
+    }
+    if identify {
+        if let Ok(v) = "true".parse() {
+            out.insert("x-amzn-transcribe-identify-language", v);
+        }
+        if let Ok(v) = options.parse() {
+            out.insert("x-amzn-transcribe-language-options", v);
+        }
+    }
     response
 }
 
@@ -296,11 +319,12 @@ fn refusal(exception: &str) -> AwsError {
             "InternalFailureException",
         ),
     };
-    AwsError {
+    AwsError::new(
+        Api::Transcribe,
         status,
         kind,
-        message: "failure injected by the sandbox".into(),
-    }
+        "failure injected by the sandbox",
+    )
 }
 
 /// Ogg/Opus audio is decoded with Parley's own transcoder, then recognised.

@@ -6,18 +6,20 @@ use std::{sync::Arc, time::Duration};
 
 use parley_proto::{
     common::{self as common_pb, ErrorDetail, ErrorReason},
+    errors,
     session::{self as pb, session_server::Session},
 };
-use prost::Message as _;
-use tonic::{Request, Response, Status};
+use tonic::{Code, Request, Response, Status};
 
 use crate::{
     clock::now_ms,
     error::SessionError,
     model::{
-        ActiveChat, ClaimOutcome, ConversationKey, LeaseAttempt, MessageOrigin, PendingMessage,
-        PendingState, require,
+        ActiveChat, AppendOptions, ChatLookup, ClaimOutcome, ClaimRef, ConversationKey, Direction,
+        LeaseAttempt, LinkDirection, MessageLink, MessageOrigin, PendingMessage, PendingState,
+        TakenBatch, require,
     },
+    pending::BUFFER_TTL,
     store::SessionStore,
 };
 
@@ -27,7 +29,7 @@ pub struct SessionConfig {
     /// How long a chat record lives when the caller sets no expiry (Connect's
     /// default chat duration is 25 h).
     pub chat_ttl: Duration,
-    /// Default and cap of EnsureChat's wait for another caller's lease.
+    /// Default of EnsureChat's wait for another caller's lease.
     pub default_wait: Duration,
     /// The longest EnsureChat may wait, whatever the caller asks.
     pub max_wait: Duration,
@@ -39,6 +41,12 @@ pub struct SessionConfig {
     pub claim_in_progress_timeout: Duration,
     /// How long an untaken pending buffer lives.
     pub pending_ttl: Duration,
+    /// Default lease of a taken batch.
+    pub batch_lease: Duration,
+    /// How long an ended chat is still found by contact id.
+    pub tombstone_grace: Duration,
+    /// How long message links are kept.
+    pub link_ttl: Duration,
     /// How often a waiting EnsureChat looks again.
     pub poll_interval: Duration,
 }
@@ -52,7 +60,10 @@ impl Default for SessionConfig {
             lease_ttl: Duration::from_secs(30),
             claim_ttl: Duration::from_secs(24 * 3600),
             claim_in_progress_timeout: Duration::from_secs(300),
-            pending_ttl: Duration::from_secs(24 * 3600),
+            pending_ttl: BUFFER_TTL,
+            batch_lease: Duration::from_secs(60),
+            tombstone_grace: Duration::from_secs(3600),
+            link_ttl: Duration::from_secs(7 * 24 * 3600),
             poll_interval: Duration::from_millis(20),
         }
     }
@@ -82,43 +93,57 @@ impl SessionService {
 
 /// The one mapping from [`SessionError`] to a gRPC status.
 pub fn status(error: SessionError) -> Status {
-    let (code, reason) = match &error {
-        SessionError::InvalidArgument(_) => {
-            (tonic::Code::InvalidArgument, ErrorReason::InvalidRequest)
-        }
-        SessionError::NotFound(_) => (tonic::Code::NotFound, ErrorReason::Unspecified),
-        SessionError::Conflict(_) => (tonic::Code::Aborted, ErrorReason::Unspecified),
-        SessionError::Precondition(_) => {
-            (tonic::Code::FailedPrecondition, ErrorReason::Unspecified)
-        }
-        SessionError::Busy(_) => (tonic::Code::Unavailable, ErrorReason::Unspecified),
-        SessionError::Store(_) => (tonic::Code::Unavailable, ErrorReason::Unspecified),
+    let (code, detail) = match &error {
+        SessionError::InvalidArgument(_) => (
+            Code::InvalidArgument,
+            ErrorDetail::new(ErrorReason::InvalidRequest),
+        ),
+        SessionError::NotFound(_) => (Code::NotFound, ErrorDetail::new(ErrorReason::NotFound)),
+        SessionError::Conflict(_) => (
+            Code::Aborted,
+            ErrorDetail::new(ErrorReason::VersionConflict),
+        ),
+        SessionError::LeaseLost(_) => (
+            Code::FailedPrecondition,
+            ErrorDetail::new(ErrorReason::LeaseLost),
+        ),
+        SessionError::Busy { retry_after, .. } => (
+            Code::Aborted,
+            ErrorDetail::new(ErrorReason::Busy).retry_after(*retry_after),
+        ),
+        SessionError::LimitExceeded(_) => (
+            Code::ResourceExhausted,
+            ErrorDetail::new(ErrorReason::LimitExceeded).retryable(false),
+        ),
+        SessionError::Store(_) => (
+            Code::Unavailable,
+            ErrorDetail::new(ErrorReason::Unavailable),
+        ),
     };
     if let SessionError::Store(message) = &error {
         tracing::warn!(error = %message, "session store failed");
     }
-    let detail = ErrorDetail {
-        reason: reason as i32,
-        aws_error_code: String::new(),
-    };
-    Status::with_details(code, error.to_string(), detail.encode_to_vec().into())
+    errors::status(code, error.to_string(), detail)
+}
+
+fn invalid(message: &str) -> Status {
+    status(SessionError::InvalidArgument(message.to_owned()))
 }
 
 fn key_from(key: Option<common_pb::ConversationKey>) -> Result<ConversationKey, Status> {
-    let key = key.ok_or_else(|| status(SessionError::InvalidArgument("key: is missing".into())))?;
-    ConversationKey::new(&key.business_number_id, &key.customer_id).map_err(status)
+    let key = key.ok_or_else(|| invalid("key: is missing"))?;
+    ConversationKey::parse(&key.business_number_id, &key.customer_id).map_err(|e| status(e.into()))
 }
 
 fn key_to(key: &ConversationKey) -> common_pb::ConversationKey {
     common_pb::ConversationKey {
-        business_number_id: key.business().to_owned(),
-        customer_id: key.customer().to_owned(),
+        business_number_id: key.business().as_str().to_owned(),
+        customer_id: key.customer().as_str().to_owned(),
     }
 }
 
 fn chat_from(chat: Option<pb::ActiveChat>, default_expiry_s: i64) -> Result<ActiveChat, Status> {
-    let chat =
-        chat.ok_or_else(|| status(SessionError::InvalidArgument("chat: is missing".into())))?;
+    let chat = chat.ok_or_else(|| invalid("chat: is missing"))?;
     let active = ActiveChat {
         key: key_from(chat.key)?,
         contact_id: chat.contact_id,
@@ -137,6 +162,11 @@ fn chat_from(chat: Option<pb::ActiveChat>, default_expiry_s: i64) -> Result<Acti
             default_expiry_s
         },
         version: chat.version,
+        last_customer_message_id: chat.last_customer_message_id,
+        last_customer_message_at_ms: chat.last_customer_message_at_ms,
+        ended_at_ms: chat.ended_at_ms,
+        customer_phone: chat.customer_phone,
+        client_token: chat.client_token,
     };
     active.validate().map_err(status)?;
     Ok(active)
@@ -157,6 +187,11 @@ fn chat_to(chat: &ActiveChat) -> pb::ActiveChat {
         updated_at_ms: chat.updated_at_ms,
         expires_at_s: chat.expires_at_s,
         version: chat.version,
+        last_customer_message_id: chat.last_customer_message_id.clone(),
+        last_customer_message_at_ms: chat.last_customer_message_at_ms,
+        ended_at_ms: chat.ended_at_ms,
+        customer_phone: chat.customer_phone.clone(),
+        client_token: chat.client_token.clone(),
     }
 }
 
@@ -166,12 +201,52 @@ fn chat_response(chat: ActiveChat) -> Response<pb::ActiveChatResponse> {
     })
 }
 
+fn direction_from(value: i32) -> Result<Direction, Status> {
+    match pb::Direction::try_from(value) {
+        Ok(pb::Direction::Inbound) => Ok(Direction::Inbound),
+        Ok(pb::Direction::Outbound) => Ok(Direction::Outbound),
+        _ => Err(invalid("direction: must be INBOUND or OUTBOUND")),
+    }
+}
+
+fn direction_to(direction: Direction) -> i32 {
+    match direction {
+        Direction::Inbound => pb::Direction::Inbound as i32,
+        Direction::Outbound => pb::Direction::Outbound as i32,
+    }
+}
+
 fn pending_to(state: PendingState) -> pb::PendingState {
     pb::PendingState {
         key: Some(key_to(&state.key)),
+        direction: direction_to(state.direction),
         version: state.version,
         message_count: state.message_count,
+        total_bytes: state.total_bytes,
+        first_append_at_ms: state.first_append_at_ms,
         last_append_at_ms: state.last_append_at_ms,
+        due_at_ms: state.due_at_ms,
+        leased_until_ms: state.leased_until_ms,
+        attempts: state.attempts,
+    }
+}
+
+fn message_to(m: PendingMessage) -> pb::PendingMessage {
+    pb::PendingMessage {
+        message_id: m.message_id,
+        received_at_ms: m.received_at_ms,
+        payload: m.payload.into(),
+        appended_at_ms: m.appended_at_ms,
+    }
+}
+
+fn batch_to(batch: TakenBatch) -> pb::TakePendingResponse {
+    pb::TakePendingResponse {
+        batch_id: batch.batch_id,
+        take_token: batch.take_token,
+        lease_expires_at_ms: batch.lease_expires_at_ms,
+        messages: batch.messages.into_iter().map(message_to).collect(),
+        state: Some(pending_to(batch.state)),
     }
 }
 
@@ -179,9 +254,60 @@ fn origin_from(value: i32) -> Result<MessageOrigin, Status> {
     match pb::MessageOrigin::try_from(value) {
         Ok(pb::MessageOrigin::Whatsapp) => Ok(MessageOrigin::WhatsApp),
         Ok(pb::MessageOrigin::Connect) => Ok(MessageOrigin::Connect),
-        _ => Err(status(SessionError::InvalidArgument(
-            "origin: must be WHATSAPP or CONNECT".into(),
-        ))),
+        Ok(pb::MessageOrigin::WhatsappSend) => Ok(MessageOrigin::WhatsAppSend),
+        Ok(pb::MessageOrigin::WhatsappStatus) => Ok(MessageOrigin::WhatsAppStatus),
+        _ => Err(invalid(
+            "origin: must be WHATSAPP, CONNECT, WHATSAPP_SEND or WHATSAPP_STATUS",
+        )),
+    }
+}
+
+fn claim_from(origin: i32, message_id: String, token: String) -> Result<ClaimRef, Status> {
+    let origin = origin_from(origin)?;
+    require("message_id", &message_id).map_err(status)?;
+    require("claim_token", &token).map_err(status)?;
+    Ok(ClaimRef {
+        origin,
+        message_id,
+        token,
+    })
+}
+
+fn link_from(link: pb::MessageLink) -> Result<MessageLink, Status> {
+    let direction = match pb::LinkDirection::try_from(link.direction) {
+        Ok(pb::LinkDirection::ToAgent) => LinkDirection::ToAgent,
+        Ok(pb::LinkDirection::ToCustomer) => LinkDirection::ToCustomer,
+        _ => return Err(invalid("direction: must be TO_AGENT or TO_CUSTOMER")),
+    };
+    let link = MessageLink {
+        whatsapp_message_ids: link.whatsapp_message_ids,
+        connect_message_id: link.connect_message_id,
+        direction,
+        key: key_from(link.key)?,
+        contact_id: link.contact_id,
+        created_at_ms: 0,
+        excerpt: link.excerpt,
+        kind: link.kind,
+        interactive_template: link.interactive_template,
+    };
+    link.validate().map_err(status)?;
+    Ok(link)
+}
+
+fn link_to(link: MessageLink) -> pb::MessageLink {
+    pb::MessageLink {
+        key: Some(key_to(&link.key)),
+        whatsapp_message_ids: link.whatsapp_message_ids,
+        connect_message_id: link.connect_message_id,
+        direction: match link.direction {
+            LinkDirection::ToAgent => pb::LinkDirection::ToAgent as i32,
+            LinkDirection::ToCustomer => pb::LinkDirection::ToCustomer as i32,
+        },
+        contact_id: link.contact_id,
+        created_at_ms: link.created_at_ms,
+        excerpt: link.excerpt,
+        kind: link.kind,
+        interactive_template: link.interactive_template,
     }
 }
 
@@ -228,13 +354,17 @@ impl Session for SessionService {
                     pb::ensure_chat_response::Outcome::Lease(pb::CreationLease {
                         lease_id: lease.lease_id,
                         expires_at_ms: lease.expires_at_ms,
+                        client_token: lease.client_token,
                     })
                 }
-                LeaseAttempt::Busy { .. } => {
+                LeaseAttempt::Busy { until_ms } => {
                     if tokio::time::Instant::now() >= deadline {
-                        return Err(status(SessionError::Busy(
-                            "another caller is still creating this chat; retry".into(),
-                        )));
+                        return Err(status(SessionError::Busy {
+                            message: "another caller is still creating this chat".into(),
+                            retry_after: Duration::from_millis(
+                                (until_ms - now_ms()).clamp(1, 30_000) as u64,
+                            ),
+                        }));
                     }
                     tokio::time::sleep(self.config.poll_interval).await;
                     continue;
@@ -301,20 +431,23 @@ impl Session for SessionService {
     async fn get_chat_by_contact(
         &self,
         request: Request<pb::GetChatByContactRequest>,
-    ) -> Result<Response<pb::ActiveChatResponse>, Status> {
+    ) -> Result<Response<pb::GetChatByContactResponse>, Status> {
         let contact_id = request.into_inner().contact_id;
         require("contact_id", &contact_id).map_err(status)?;
-        match self
+        let lookup = self
             .store
             .chat_by_contact(&contact_id, now_ms())
             .await
-            .map_err(status)?
-        {
-            Some(chat) => Ok(chat_response(chat)),
-            None => Err(status(SessionError::NotFound(format!(
-                "no active chat for contact {contact_id}"
-            )))),
-        }
+            .map_err(status)?;
+        let (state, chat) = match lookup {
+            ChatLookup::Active(chat) => (pb::ChatState::Active, Some(chat_to(&chat))),
+            ChatLookup::Ended(chat) => (pb::ChatState::Ended, Some(chat_to(&chat))),
+            ChatLookup::Unknown => (pb::ChatState::Unknown, None),
+        };
+        Ok(Response::new(pb::GetChatByContactResponse {
+            state: state as i32,
+            chat,
+        }))
     }
 
     async fn update_chat(
@@ -331,18 +464,46 @@ impl Session for SessionService {
         ))
     }
 
+    async fn record_customer_activity(
+        &self,
+        request: Request<pb::RecordCustomerActivityRequest>,
+    ) -> Result<Response<pb::ActiveChatResponse>, Status> {
+        let request = request.into_inner();
+        let key = key_from(request.key)?;
+        require("message_id", &request.message_id).map_err(status)?;
+        Ok(chat_response(
+            self.store
+                .record_customer_activity(&key, &request.message_id, request.at_ms, now_ms())
+                .await
+                .map_err(status)?,
+        ))
+    }
+
     async fn end_chat(
         &self,
         request: Request<pb::EndChatRequest>,
     ) -> Result<Response<pb::EndChatResponse>, Status> {
-        let contact_id = request.into_inner().contact_id;
-        require("contact_id", &contact_id).map_err(status)?;
-        let ended = self
+        let request = request.into_inner();
+        let key = key_from(request.key)?;
+        require("contact_id", &request.contact_id).map_err(status)?;
+        let outcome = self
             .store
-            .end_chat(&contact_id, now_ms())
+            .end_chat(
+                &key,
+                &request.contact_id,
+                request.expected_version,
+                millis_or(request.grace_ms, self.config.tombstone_grace),
+                now_ms(),
+            )
             .await
             .map_err(status)?;
-        Ok(Response::new(pb::EndChatResponse { ended }))
+        if outcome.ended {
+            tracing::info!(conversation = %key.fingerprint(), contact_id = %request.contact_id, "chat ended");
+        }
+        Ok(Response::new(pb::EndChatResponse {
+            ended: outcome.ended,
+            chat: outcome.chat.as_ref().map(chat_to),
+        }))
     }
 
     async fn claim_message(
@@ -366,15 +527,23 @@ impl Session for SessionService {
             )
             .await
             .map_err(status)?;
-        let (outcome, claim_token) = match outcome {
-            ClaimOutcome::Claimed { token } => (pb::ClaimOutcome::Claimed, token),
-            ClaimOutcome::AlreadyCompleted => (pb::ClaimOutcome::AlreadyCompleted, String::new()),
-            ClaimOutcome::InProgress => (pb::ClaimOutcome::InProgress, String::new()),
-        };
-        Ok(Response::new(pb::ClaimMessageResponse {
-            outcome: outcome as i32,
-            claim_token,
-        }))
+        let mut response = pb::ClaimMessageResponse::default();
+        match outcome {
+            ClaimOutcome::Claimed { token } => {
+                response.outcome = pb::ClaimOutcome::Claimed as i32;
+                response.claim_token = token;
+            }
+            ClaimOutcome::AlreadyCompleted { result } => {
+                response.outcome = pb::ClaimOutcome::AlreadyCompleted as i32;
+                response.result = result;
+            }
+            ClaimOutcome::InProgress { retry_after } => {
+                response.outcome = pb::ClaimOutcome::InProgress as i32;
+                response.retry_after_ms =
+                    u32::try_from(retry_after.as_millis()).unwrap_or(u32::MAX);
+            }
+        }
+        Ok(Response::new(response))
     }
 
     async fn complete_claim(
@@ -382,11 +551,12 @@ impl Session for SessionService {
         request: Request<pb::CompleteClaimRequest>,
     ) -> Result<Response<pb::CompleteClaimResponse>, Status> {
         let request = request.into_inner();
-        let origin = origin_from(request.origin)?;
-        require("message_id", &request.message_id).map_err(status)?;
-        require("claim_token", &request.claim_token).map_err(status)?;
+        let claim = claim_from(request.origin, request.message_id, request.claim_token)?;
+        if request.result.len() > crate::model::MAX_RESULT_LEN {
+            return Err(invalid("result: is longer than 1024 bytes"));
+        }
         self.store
-            .complete_claim(origin, &request.message_id, &request.claim_token, now_ms())
+            .complete_claim(&claim, &request.result, now_ms())
             .await
             .map_err(status)?;
         Ok(Response::new(pb::CompleteClaimResponse {}))
@@ -397,14 +567,71 @@ impl Session for SessionService {
         request: Request<pb::ReleaseClaimRequest>,
     ) -> Result<Response<pb::ReleaseClaimResponse>, Status> {
         let request = request.into_inner();
-        let origin = origin_from(request.origin)?;
-        require("message_id", &request.message_id).map_err(status)?;
-        require("claim_token", &request.claim_token).map_err(status)?;
+        let claim = claim_from(request.origin, request.message_id, request.claim_token)?;
+        self.store.release_claim(&claim).await.map_err(status)?;
+        Ok(Response::new(pb::ReleaseClaimResponse {}))
+    }
+
+    async fn extend_claim(
+        &self,
+        request: Request<pb::ExtendClaimRequest>,
+    ) -> Result<Response<pb::ExtendClaimResponse>, Status> {
+        let request = request.into_inner();
+        let claim = request.claim.ok_or_else(|| invalid("claim: is missing"))?;
+        let claim = claim_from(claim.origin, claim.message_id, claim.claim_token)?;
         self.store
-            .release_claim(origin, &request.message_id, &request.claim_token)
+            .extend_claim(
+                &claim,
+                Duration::from_millis(u64::from(request.extend_by_ms)),
+                now_ms(),
+            )
             .await
             .map_err(status)?;
-        Ok(Response::new(pb::ReleaseClaimResponse {}))
+        Ok(Response::new(pb::ExtendClaimResponse {}))
+    }
+
+    async fn link_messages(
+        &self,
+        request: Request<pb::LinkMessagesRequest>,
+    ) -> Result<Response<pb::LinkMessagesResponse>, Status> {
+        let request = request.into_inner();
+        if request.links.is_empty() || request.links.len() > 100 {
+            return Err(invalid("links: 1 to 100 links per call"));
+        }
+        let links = request
+            .links
+            .into_iter()
+            .map(link_from)
+            .collect::<Result<Vec<_>, _>>()?;
+        self.store
+            .link_messages(
+                links,
+                seconds_or(request.ttl_s, self.config.link_ttl),
+                now_ms(),
+            )
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::LinkMessagesResponse {}))
+    }
+
+    async fn get_message_link(
+        &self,
+        request: Request<pb::GetMessageLinkRequest>,
+    ) -> Result<Response<pb::MessageLink>, Status> {
+        let request = request.into_inner();
+        let origin = origin_from(request.origin)?;
+        require("message_id", &request.message_id).map_err(status)?;
+        match self
+            .store
+            .message_link(origin, &request.message_id, now_ms())
+            .await
+            .map_err(status)?
+        {
+            Some(link) => Ok(Response::new(link_to(link))),
+            None => Err(status(SessionError::NotFound(
+                "no link for this message id".into(),
+            ))),
+        }
     }
 
     async fn append_pending(
@@ -413,18 +640,44 @@ impl Session for SessionService {
     ) -> Result<Response<pb::PendingState>, Status> {
         let request = request.into_inner();
         let key = key_from(request.key)?;
+        let direction = direction_from(request.direction)?;
         let message = request
             .message
-            .ok_or_else(|| status(SessionError::InvalidArgument("message: is missing".into())))?;
+            .ok_or_else(|| invalid("message: is missing"))?;
         let message = PendingMessage {
             message_id: message.message_id,
             received_at_ms: message.received_at_ms,
             payload: message.payload.to_vec(),
+            appended_at_ms: 0,
         };
         message.validate().map_err(status)?;
+        let claim = request
+            .complete_claim
+            .map(|c| claim_from(c.origin, c.message_id, c.claim_token))
+            .transpose()?;
+        if claim
+            .as_ref()
+            .is_some_and(|c| c.message_id != message.message_id)
+        {
+            return Err(invalid(
+                "complete_claim: must be the claim of the message appended",
+            ));
+        }
+        let options = AppendOptions {
+            flush_delay: Duration::from_millis(u64::from(request.flush_delay_ms)),
+            max_wait: Duration::from_millis(u64::from(request.max_wait_ms)),
+        };
         let state = self
             .store
-            .append_pending(&key, message, self.config.pending_ttl, now_ms())
+            .append_pending(
+                &key,
+                direction,
+                message,
+                options,
+                claim,
+                self.config.pending_ttl,
+                now_ms(),
+            )
             .await
             .map_err(status)?;
         Ok(Response::new(pending_to(state)))
@@ -434,9 +687,14 @@ impl Session for SessionService {
         &self,
         request: Request<pb::PeekPendingRequest>,
     ) -> Result<Response<pb::PendingState>, Status> {
-        let key = key_from(request.into_inner().key)?;
+        let request = request.into_inner();
+        let key = key_from(request.key)?;
+        let direction = direction_from(request.direction)?;
         Ok(Response::new(pending_to(
-            self.store.peek_pending(&key).await.map_err(status)?,
+            self.store
+                .peek_pending(&key, direction, now_ms())
+                .await
+                .map_err(status)?,
         )))
     }
 
@@ -446,24 +704,58 @@ impl Session for SessionService {
     ) -> Result<Response<pb::TakePendingResponse>, Status> {
         let request = request.into_inner();
         let key = key_from(request.key)?;
-        let messages = self
+        let direction = direction_from(request.direction)?;
+        let batch = self
             .store
-            .take_pending(&key, request.expected_version)
+            .take_pending(
+                &key,
+                direction,
+                millis_or(request.lease_ms, self.config.batch_lease),
+                request.max_messages as usize,
+                request.expected_version,
+                now_ms(),
+            )
             .await
-            .map_err(|e| match e {
-                SessionError::Conflict(m) => Status::failed_precondition(m),
-                other => status(other),
-            })?;
-        Ok(Response::new(pb::TakePendingResponse {
-            messages: messages
-                .into_iter()
-                .map(|m| pb::PendingMessage {
-                    message_id: m.message_id,
-                    received_at_ms: m.received_at_ms,
-                    payload: m.payload.into(),
-                })
-                .collect(),
-        }))
+            .map_err(status)?;
+        Ok(Response::new(batch_to(batch)))
+    }
+
+    async fn ack_pending(
+        &self,
+        request: Request<pb::AckPendingRequest>,
+    ) -> Result<Response<pb::PendingState>, Status> {
+        let request = request.into_inner();
+        let key = key_from(request.key)?;
+        let direction = direction_from(request.direction)?;
+        require("take_token", &request.take_token).map_err(status)?;
+        Ok(Response::new(pending_to(
+            self.store
+                .ack_pending(&key, direction, &request.take_token, now_ms())
+                .await
+                .map_err(status)?,
+        )))
+    }
+
+    async fn release_pending(
+        &self,
+        request: Request<pb::ReleasePendingRequest>,
+    ) -> Result<Response<pb::PendingState>, Status> {
+        let request = request.into_inner();
+        let key = key_from(request.key)?;
+        let direction = direction_from(request.direction)?;
+        require("take_token", &request.take_token).map_err(status)?;
+        Ok(Response::new(pending_to(
+            self.store
+                .release_pending(
+                    &key,
+                    direction,
+                    &request.take_token,
+                    Duration::from_millis(u64::from(request.retry_after_ms)),
+                    now_ms(),
+                )
+                .await
+                .map_err(status)?,
+        )))
     }
 
     async fn list_due_pending(
@@ -471,6 +763,7 @@ impl Session for SessionService {
         request: Request<pb::ListDuePendingRequest>,
     ) -> Result<Response<pb::ListDuePendingResponse>, Status> {
         let request = request.into_inner();
+        let direction = direction_from(request.direction)?;
         let limit = if request.limit == 0 {
             100
         } else {
@@ -478,15 +771,43 @@ impl Session for SessionService {
         } as usize;
         let due = self
             .store
-            .list_due(
-                Duration::from_millis(u64::from(request.quiet_for_ms)),
-                limit,
-                now_ms(),
-            )
+            .list_due(direction, limit, now_ms())
             .await
             .map_err(status)?;
         Ok(Response::new(pb::ListDuePendingResponse {
             due: due.into_iter().map(pending_to).collect(),
         }))
+    }
+
+    async fn extend_lease(
+        &self,
+        request: Request<pb::ExtendLeaseRequest>,
+    ) -> Result<Response<pb::ExtendLeaseResponse>, Status> {
+        let request = request.into_inner();
+        let extend_by = Duration::from_millis(u64::from(request.extend_by_ms));
+        if extend_by.is_zero() || extend_by > Duration::from_secs(3600) {
+            return Err(invalid("extend_by_ms: 1 to 3,600,000"));
+        }
+        let now = now_ms();
+        let expires_at_ms = match request.lease {
+            Some(pb::extend_lease_request::Lease::Creation(lease)) => {
+                let key = key_from(lease.key)?;
+                require("lease_id", &lease.lease_id).map_err(status)?;
+                self.store
+                    .extend_creation(&key, &lease.lease_id, extend_by, now)
+                    .await
+            }
+            Some(pb::extend_lease_request::Lease::Batch(batch)) => {
+                let key = key_from(batch.key)?;
+                let direction = direction_from(batch.direction)?;
+                require("take_token", &batch.take_token).map_err(status)?;
+                self.store
+                    .extend_batch(&key, direction, &batch.take_token, extend_by, now)
+                    .await
+            }
+            None => return Err(invalid("lease: is missing")),
+        }
+        .map_err(status)?;
+        Ok(Response::new(pb::ExtendLeaseResponse { expires_at_ms }))
     }
 }

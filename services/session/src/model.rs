@@ -1,9 +1,9 @@
 //! The session service's domain types, validated at the edge so stores and
 //! logic only ever see well-formed values.
 
-use std::fmt;
+use std::{fmt, time::Duration};
 
-use sha2::{Digest, Sha256};
+pub use parley_identity::ConversationKey;
 
 use crate::error::{Result, SessionError};
 
@@ -11,106 +11,13 @@ use crate::error::{Result, SessionError};
 pub const MAX_FIELD_LEN: usize = 4_096;
 /// Largest pending message payload accepted.
 pub const MAX_PAYLOAD_BYTES: usize = 256 * 1024;
+/// Largest claim result stored.
+pub const MAX_RESULT_LEN: usize = 1_024;
+/// Longest excerpt a message link keeps, in characters.
+pub const MAX_EXCERPT_CHARS: usize = 100;
 
 /// Epoch milliseconds.
 pub type Millis = i64;
-
-/// A conversation: one customer talking to one business number.
-#[derive(Clone, PartialEq, Eq, Hash)]
-pub struct ConversationKey {
-    business: String,
-    customer: String,
-}
-
-impl ConversationKey {
-    /// Validates and normalises a key. The business number may be a Meta
-    /// phone-number id (digits), the EUM `phone-number-id-<hex>` form or its
-    /// ARN (stored in the `phone-number-id-` form); the customer is a
-    /// WhatsApp id, digits with an optional leading `+`.
-    pub fn new(business_number_id: &str, customer_id: &str) -> Result<Self> {
-        Ok(Self {
-            business: normalise_business(business_number_id)?,
-            customer: normalise_customer(customer_id)?,
-        })
-    }
-
-    /// The business number in its stored form.
-    pub fn business(&self) -> &str {
-        &self.business
-    }
-
-    /// The customer's WhatsApp id, digits only.
-    pub fn customer(&self) -> &str {
-        &self.customer
-    }
-
-    /// The storage key: unambiguous because neither part contains `#`.
-    pub fn storage_id(&self) -> String {
-        format!("{}#{}", self.business, self.customer)
-    }
-
-    /// A short, stable, non-reversible tag for logs and spans: phone numbers
-    /// never appear in clear.
-    pub fn fingerprint(&self) -> String {
-        let digest = Sha256::digest(format!(
-            "parley-conversation:{}#{}",
-            self.business, self.customer
-        ));
-        digest[..6].iter().map(|b| format!("{b:02x}")).collect()
-    }
-}
-
-impl fmt::Debug for ConversationKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "ConversationKey({})", self.fingerprint())
-    }
-}
-
-fn normalise_business(raw: &str) -> Result<String> {
-    let raw = raw.trim();
-    let invalid = |why: &str| SessionError::InvalidArgument(format!("business_number_id: {why}"));
-    if raw.is_empty() {
-        return Err(invalid("is empty"));
-    }
-    if raw.len() > 256 {
-        return Err(invalid("is longer than 256 characters"));
-    }
-    if let Some(id) = raw.strip_prefix("arn:") {
-        // arn:aws:social-messaging:<region>:<account>:phone-number-id/<id>
-        let resource = id.rsplit(':').next().unwrap_or_default();
-        let Some(hex) = resource.strip_prefix("phone-number-id/") else {
-            return Err(invalid("is an ARN but not of a phone-number-id"));
-        };
-        return normalise_business(&format!("phone-number-id-{hex}"));
-    }
-    if let Some(hex) = raw.strip_prefix("phone-number-id-") {
-        if hex.is_empty() || !hex.chars().all(|c| c.is_ascii_alphanumeric()) {
-            return Err(invalid("phone-number-id-… must end in letters and digits"));
-        }
-        return Ok(raw.to_owned());
-    }
-    if raw.chars().all(|c| c.is_ascii_digit()) {
-        return Ok(raw.to_owned());
-    }
-    Err(invalid(
-        "expected a Meta phone-number id, phone-number-id-… or its ARN",
-    ))
-}
-
-fn normalise_customer(raw: &str) -> Result<String> {
-    let digits = raw.trim().strip_prefix('+').unwrap_or(raw.trim());
-    if digits.is_empty() {
-        return Err(SessionError::InvalidArgument(
-            "customer_id: is empty".into(),
-        ));
-    }
-    if !digits.chars().all(|c| c.is_ascii_digit()) || !(6..=20).contains(&digits.len()) {
-        return Err(SessionError::InvalidArgument(
-            "customer_id: expected a WhatsApp id of 6 to 20 digits".into(),
-        ));
-    }
-    Ok(digits.to_owned())
-}
 
 /// Checks an id or token: present and of sane length.
 pub fn require(field: &str, value: &str) -> Result<()> {
@@ -152,18 +59,29 @@ pub struct ActiveChat {
     pub updated_at_ms: Millis,
     /// When the record expires, epoch seconds.
     pub expires_at_s: i64,
-    /// Optimistic-concurrency version, bumped on every write.
+    /// Optimistic-concurrency version, bumped on every write, never reset.
     pub version: u64,
+    /// The customer's latest WhatsApp message id.
+    pub last_customer_message_id: String,
+    /// When the customer last wrote.
+    pub last_customer_message_at_ms: Millis,
+    /// When the chat ended; 0 while active.
+    pub ended_at_ms: Millis,
+    /// The customer's phone number when known (digits).
+    pub customer_phone: String,
+    /// StartChatContact's ClientToken for this chat.
+    pub client_token: String,
 }
 
 impl fmt::Debug for ActiveChat {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // Tokens and names stay out of debug output.
+        // Tokens, names and numbers stay out of debug output.
         f.debug_struct("ActiveChat")
             .field("key", &self.key)
             .field("contact_id", &self.contact_id)
             .field("initial_contact_id", &self.initial_contact_id)
             .field("version", &self.version)
+            .field("ended_at_ms", &self.ended_at_ms)
             .finish_non_exhaustive()
     }
 }
@@ -178,9 +96,22 @@ impl ActiveChat {
         if self.customer_display_name.len() > 256
             || self.channel.len() > 64
             || self.participant_id.len() > MAX_FIELD_LEN
+            || self.client_token.len() > 500
+            || self.last_customer_message_id.len() > MAX_FIELD_LEN
         {
             return Err(SessionError::InvalidArgument(
-                "customer_display_name (256), channel (64) or participant_id is too long".into(),
+                "customer_display_name (256), channel (64), client_token (500) or an id is too long"
+                    .into(),
+            ));
+        }
+        if !self.customer_phone.is_empty()
+            && parley_identity::CustomerId::parse(&self.customer_phone)
+                .ok()
+                .and_then(|c| c.phone().map(str::to_owned))
+                .is_none()
+        {
+            return Err(SessionError::InvalidArgument(
+                "customer_phone: expected a WhatsApp id (digits)".into(),
             ));
         }
         Ok(())
@@ -192,6 +123,26 @@ impl ActiveChat {
     }
 }
 
+/// What a lookup by contact id found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChatLookup {
+    /// The chat is active.
+    Active(Box<ActiveChat>),
+    /// The chat ended less than its grace period ago.
+    Ended(Box<ActiveChat>),
+    /// Nothing is stored for the id (unknown, or not stored yet).
+    Unknown,
+}
+
+/// What ending a chat did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndOutcome {
+    /// Whether this call ended it (false: it had ended already, or never existed).
+    pub ended: bool,
+    /// The chat as ended, when known.
+    pub chat: Option<ActiveChat>,
+}
+
 /// Where a claimed message id comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum MessageOrigin {
@@ -199,6 +150,10 @@ pub enum MessageOrigin {
     WhatsApp,
     /// A Connect streaming message id.
     Connect,
+    /// One part of an outgoing WhatsApp send.
+    WhatsAppSend,
+    /// A WhatsApp status webhook.
+    WhatsAppStatus,
 }
 
 impl MessageOrigin {
@@ -207,6 +162,8 @@ impl MessageOrigin {
         match self {
             Self::WhatsApp => "wa",
             Self::Connect => "connect",
+            Self::WhatsAppSend => "wa-send",
+            Self::WhatsAppStatus => "wa-status",
         }
     }
 }
@@ -220,20 +177,67 @@ pub enum ClaimOutcome {
         token: String,
     },
     /// Already processed.
-    AlreadyCompleted,
+    AlreadyCompleted {
+        /// What the completer stored.
+        result: String,
+    },
     /// Someone else is processing it now.
-    InProgress,
+    InProgress {
+        /// When their claim counts as crashed.
+        retry_after: Duration,
+    },
 }
 
-/// One buffered customer message.
+/// A claim the caller holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimRef {
+    /// Where the id comes from.
+    pub origin: MessageOrigin,
+    /// The id.
+    pub message_id: String,
+    /// The token from the claim.
+    pub token: String,
+}
+
+/// Which way a buffer's messages go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Direction {
+    /// Customer → agent.
+    Inbound,
+    /// Agent → customer.
+    Outbound,
+}
+
+impl Direction {
+    /// Short name used in storage keys.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Inbound => "in",
+            Self::Outbound => "out",
+        }
+    }
+
+    /// The direction a storage name stands for.
+    pub fn from_str_name(name: &str) -> Option<Self> {
+        match name {
+            "in" => Some(Self::Inbound),
+            "out" => Some(Self::Outbound),
+            _ => None,
+        }
+    }
+}
+
+/// One buffered message.
 #[derive(Clone, PartialEq, Eq)]
 pub struct PendingMessage {
-    /// WhatsApp message id; duplicates are ignored.
+    /// Message id; duplicates are ignored.
     pub message_id: String,
-    /// When the webhook reported it.
+    /// When it was sent (webhook or Connect clock).
     pub received_at_ms: Millis,
     /// The gateway's serialised message (opaque here).
     pub payload: Vec<u8>,
+    /// When it was appended (set by the store).
+    pub appended_at_ms: Millis,
 }
 
 impl fmt::Debug for PendingMessage {
@@ -259,29 +263,54 @@ impl PendingMessage {
     }
 }
 
+/// How an append sets the buffer's due time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct AppendOptions {
+    /// Flush this long after the latest append.
+    pub flush_delay: Duration,
+    /// ... but no later than this long after the oldest waiting message
+    /// (zero: no cap).
+    pub max_wait: Duration,
+}
+
 /// The state of one pending buffer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PendingState {
     /// The conversation.
     pub key: ConversationKey,
-    /// Bumped by every append; 0 when empty.
+    /// Which way.
+    pub direction: Direction,
+    /// Bumped by every change; never reset.
     pub version: u64,
     /// Messages waiting.
     pub message_count: u32,
-    /// Time of the last append; 0 when empty.
+    /// Bytes waiting (counted against the cap).
+    pub total_bytes: u64,
+    /// When the oldest waiting message was appended; 0 when empty.
+    pub first_append_at_ms: Millis,
+    /// When the latest was; 0 when empty.
     pub last_append_at_ms: Millis,
+    /// When to flush; 0 when empty.
+    pub due_at_ms: Millis,
+    /// When the batch out expires; 0 when none.
+    pub leased_until_ms: Millis,
+    /// Takes since the last ack.
+    pub attempts: u32,
 }
 
-impl PendingState {
-    /// The state of a buffer with nothing in it.
-    pub fn empty(key: ConversationKey) -> Self {
-        Self {
-            key,
-            version: 0,
-            message_count: 0,
-            last_append_at_ms: 0,
-        }
-    }
+/// A leased batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TakenBatch {
+    /// Names the batch; empty when nothing was taken.
+    pub batch_id: String,
+    /// Proves the lease; empty when nothing was taken.
+    pub take_token: String,
+    /// When the batch is put back.
+    pub lease_expires_at_ms: Millis,
+    /// The messages, in order.
+    pub messages: Vec<PendingMessage>,
+    /// The buffer with the batch out.
+    pub state: PendingState,
 }
 
 /// A granted right to create the chat for one conversation.
@@ -291,6 +320,8 @@ pub struct Lease {
     pub lease_id: String,
     /// When another caller may take it over.
     pub expires_at_ms: Millis,
+    /// StartChatContact's ClientToken, kept across takeovers.
+    pub client_token: String,
 }
 
 /// What trying to take a creation lease found.
@@ -307,67 +338,70 @@ pub enum LeaseAttempt {
     },
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// Which way a linked message went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkDirection {
+    /// Customer → agent.
+    ToAgent,
+    /// Agent → customer.
+    ToCustomer,
+}
 
-    #[test]
-    fn business_numbers_normalise() {
-        let arn = "arn:aws:social-messaging:us-east-1:123456789012:phone-number-id/0123abcd";
-        assert_eq!(
-            ConversationKey::new(arn, "+14155550100")
-                .unwrap()
-                .business(),
-            "phone-number-id-0123abcd"
-        );
-        assert_eq!(
-            ConversationKey::new("phone-number-id-0123abcd", "14155550100")
-                .unwrap()
-                .customer(),
-            "14155550100"
-        );
-        assert_eq!(
-            ConversationKey::new("503650672828631", "14155550100")
-                .unwrap()
-                .business(),
-            "503650672828631"
-        );
+/// A WhatsApp message and the Connect message it became or came from.
+#[derive(Clone, PartialEq, Eq)]
+pub struct MessageLink {
+    /// WhatsApp message ids (several for a merged burst or a split reply).
+    pub whatsapp_message_ids: Vec<String>,
+    /// The Connect message id.
+    pub connect_message_id: String,
+    /// Which way it went.
+    pub direction: LinkDirection,
+    /// The conversation.
+    pub key: ConversationKey,
+    /// The Connect contact.
+    pub contact_id: String,
+    /// When it was linked.
+    pub created_at_ms: Millis,
+    /// A short excerpt of the text.
+    pub excerpt: String,
+    /// What kind of message it was.
+    pub kind: String,
+    /// For Connect interactive messages: the template and its options.
+    pub interactive_template: String,
+}
+
+impl fmt::Debug for MessageLink {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MessageLink")
+            .field("whatsapp_message_ids", &self.whatsapp_message_ids)
+            .field("connect_message_id", &self.connect_message_id)
+            .field("direction", &self.direction)
+            .field("key", &self.key)
+            .finish_non_exhaustive()
     }
+}
 
-    #[test]
-    fn malformed_numbers_are_rejected_with_the_field_named() {
-        for (business, customer, field) in [
-            ("", "14155550100", "business_number_id"),
-            ("phone-number-id-", "14155550100", "business_number_id"),
-            (
-                "arn:aws:sns:us-east-1:1:topic",
-                "14155550100",
-                "business_number_id",
-            ),
-            ("pn#1", "14155550100", "business_number_id"),
-            ("503650672828631", "", "customer_id"),
-            ("503650672828631", "+1-415-555", "customer_id"),
-            ("503650672828631", "123", "customer_id"),
-        ] {
-            let err = ConversationKey::new(business, customer).unwrap_err();
-            assert!(
-                err.to_string().contains(field),
-                "{business:?}/{customer:?}: {err}"
-            );
+impl MessageLink {
+    /// Checks ids and sizes.
+    pub fn validate(&self) -> Result<()> {
+        require("connect_message_id", &self.connect_message_id)?;
+        if self.whatsapp_message_ids.is_empty() || self.whatsapp_message_ids.len() > 64 {
+            return Err(SessionError::InvalidArgument(
+                "whatsapp_message_ids: 1 to 64 ids".into(),
+            ));
         }
-    }
-
-    #[test]
-    fn fingerprints_hide_numbers_but_are_stable() {
-        let key = ConversationKey::new("503650672828631", "14155550100").unwrap();
-        let tag = key.fingerprint();
-        assert_eq!(tag.len(), 12);
-        assert_eq!(
-            tag,
-            ConversationKey::new("503650672828631", "+14155550100")
-                .unwrap()
-                .fingerprint()
-        );
-        assert!(!format!("{key:?}").contains("14155550100"));
+        for id in &self.whatsapp_message_ids {
+            require("whatsapp_message_ids", id)?;
+        }
+        if self.excerpt.chars().count() > MAX_EXCERPT_CHARS
+            || self.kind.len() > 64
+            || self.interactive_template.len() > 16 * 1024
+        {
+            return Err(SessionError::InvalidArgument(
+                "excerpt (100 characters), kind (64) or interactive_template (16 KiB) is too long"
+                    .into(),
+            ));
+        }
+        Ok(())
     }
 }

@@ -9,23 +9,28 @@ use async_trait::async_trait;
 use crate::{
     error::Result,
     model::{
-        ActiveChat, ClaimOutcome, ConversationKey, LeaseAttempt, MessageOrigin, Millis,
-        PendingMessage, PendingState,
+        ActiveChat, AppendOptions, ChatLookup, ClaimOutcome, ClaimRef, ConversationKey, Direction,
+        EndOutcome, LeaseAttempt, MessageLink, MessageOrigin, Millis, PendingMessage, PendingState,
+        TakenBatch,
     },
 };
 
 /// Conversation state storage.
 #[async_trait]
 pub trait SessionStore: Send + Sync + 'static {
-    /// The unexpired chat of a conversation.
+    // ---- chats ----
+
+    /// The unexpired active chat of a conversation.
     async fn chat_by_key(&self, key: &ConversationKey, now: Millis) -> Result<Option<ActiveChat>>;
 
-    /// The unexpired chat whose current or initial contact id is `contact_id`.
-    async fn chat_by_contact(&self, contact_id: &str, now: Millis) -> Result<Option<ActiveChat>>;
+    /// The chat whose current or initial contact id is `contact_id`: active,
+    /// recently ended (a tombstone within its grace period), or unknown.
+    async fn chat_by_contact(&self, contact_id: &str, now: Millis) -> Result<ChatLookup>;
 
     /// Takes the creation lease for `key` unless a chat exists or another
     /// caller holds a live lease. Exactly one of any number of concurrent
-    /// callers is granted it.
+    /// callers is granted it. The lease's client token is created with the
+    /// first lease and kept by takeovers until a chat is stored.
     async fn try_lease(
         &self,
         key: &ConversationKey,
@@ -33,8 +38,9 @@ pub trait SessionStore: Send + Sync + 'static {
         now: Millis,
     ) -> Result<LeaseAttempt>;
 
-    /// Stores the chat created under `lease_id` and drops the lease. Fails
-    /// with `Precondition` when a chat for the key already exists.
+    /// Stores the chat created under `lease_id` and drops the lease.
+    /// `LeaseLost` when a chat for the key already exists or the lease was
+    /// taken over.
     async fn complete_creation(
         &self,
         lease_id: &str,
@@ -42,17 +48,51 @@ pub trait SessionStore: Send + Sync + 'static {
         now: Millis,
     ) -> Result<ActiveChat>;
 
-    /// Drops a lease without storing a chat. Idempotent.
+    /// Expires a lease without storing a chat (keeping its client token).
+    /// Idempotent.
     async fn abandon_creation(&self, key: &ConversationKey, lease_id: &str) -> Result<()>;
 
-    /// Replaces a chat whose stored version equals `chat.version`; returns
-    /// it with the version bumped. `Conflict` on a version mismatch,
-    /// `NotFound` when it is gone.
+    /// Extends a creation lease to at least `now + extend_by`; returns the
+    /// new expiry. `LeaseLost` when it is no longer the caller's.
+    async fn extend_creation(
+        &self,
+        key: &ConversationKey,
+        lease_id: &str,
+        extend_by: Duration,
+        now: Millis,
+    ) -> Result<Millis>;
+
+    /// Replaces the caller-owned fields of a chat whose stored version
+    /// equals `chat.version` (customer activity is kept); returns it with
+    /// the version bumped. `Conflict` on a version mismatch, `NotFound`
+    /// when it is gone.
     async fn update_chat(&self, chat: ActiveChat, now: Millis) -> Result<ActiveChat>;
 
-    /// Removes the chat whose current or initial contact id is `contact_id`;
-    /// `false` when there was none.
-    async fn end_chat(&self, contact_id: &str, now: Millis) -> Result<bool>;
+    /// Records the customer's latest message on the active chat if it is
+    /// newer than the one recorded. `NotFound` when there is no chat.
+    async fn record_customer_activity(
+        &self,
+        key: &ConversationKey,
+        message_id: &str,
+        at_ms: Millis,
+        now: Millis,
+    ) -> Result<ActiveChat>;
+
+    /// Ends the active chat of `key` if its current or initial contact id
+    /// is `contact_id` (and its version is `expected_version`, unless 0),
+    /// leaving a tombstone found by contact id until `now + grace`.
+    /// `Conflict` on a version mismatch; `ended == false` when it had ended
+    /// already (the tombstone is returned) or is unknown.
+    async fn end_chat(
+        &self,
+        key: &ConversationKey,
+        contact_id: &str,
+        expected_version: u64,
+        grace: Duration,
+        now: Millis,
+    ) -> Result<EndOutcome>;
+
+    // ---- claims ----
 
     /// Claims a message id once. A claim not completed within
     /// `in_progress_timeout` counts as crashed and may be claimed again;
@@ -66,48 +106,106 @@ pub trait SessionStore: Send + Sync + 'static {
         now: Millis,
     ) -> Result<ClaimOutcome>;
 
-    /// Marks a claim completed. `Precondition` when `token` does not own it.
-    async fn complete_claim(
+    /// Marks a claim completed with `result`. `LeaseLost` when the token
+    /// does not own it.
+    async fn complete_claim(&self, claim: &ClaimRef, result: &str, now: Millis) -> Result<()>;
+
+    /// Drops an uncompleted claim so a retry can take it. Idempotent.
+    async fn release_claim(&self, claim: &ClaimRef) -> Result<()>;
+
+    /// Keeps an uncompleted claim from counting as crashed until
+    /// `now + extend_by`. `LeaseLost` when it is no longer the caller's.
+    async fn extend_claim(&self, claim: &ClaimRef, extend_by: Duration, now: Millis) -> Result<()>;
+
+    // ---- message links ----
+
+    /// Stores links (both ways), kept for `ttl`. Linking more WhatsApp ids
+    /// to a Connect id adds to its list.
+    async fn link_messages(
         &self,
-        origin: MessageOrigin,
-        message_id: &str,
-        token: &str,
+        links: Vec<MessageLink>,
+        ttl: Duration,
         now: Millis,
     ) -> Result<()>;
 
-    /// Drops a claim so a retry can take it. Idempotent for its owner.
-    async fn release_claim(
+    /// The unexpired link of a WhatsApp or Connect message id.
+    async fn message_link(
         &self,
         origin: MessageOrigin,
         message_id: &str,
-        token: &str,
-    ) -> Result<()>;
+        now: Millis,
+    ) -> Result<Option<MessageLink>>;
 
-    /// Appends a message to a conversation's buffer (ignored if its id is
-    /// already there) and returns the buffer's state.
+    // ---- pending buffers ----
+
+    /// Appends a message (ignored if its id is already waiting), completing
+    /// `claim` in the same transaction. `LimitExceeded` past the size cap;
+    /// `LeaseLost` when the claim is no longer the caller's (nothing is
+    /// appended then).
+    #[allow(clippy::too_many_arguments)]
     async fn append_pending(
         &self,
         key: &ConversationKey,
+        direction: Direction,
         message: PendingMessage,
+        options: AppendOptions,
+        claim: Option<ClaimRef>,
         ttl: Duration,
         now: Millis,
     ) -> Result<PendingState>;
 
     /// A buffer's state.
-    async fn peek_pending(&self, key: &ConversationKey) -> Result<PendingState>;
+    async fn peek_pending(
+        &self,
+        key: &ConversationKey,
+        direction: Direction,
+        now: Millis,
+    ) -> Result<PendingState>;
 
-    /// Takes the whole buffer if its version is `expected_version`, in
-    /// arrival order. `Conflict` when a message arrived meanwhile.
+    /// Leases out a batch (see [`crate::pending::PendingBuffer::take`]).
     async fn take_pending(
         &self,
         key: &ConversationKey,
+        direction: Direction,
+        lease: Duration,
+        max_messages: usize,
         expected_version: u64,
-    ) -> Result<Vec<PendingMessage>>;
+        now: Millis,
+    ) -> Result<TakenBatch>;
 
-    /// Buffers whose last append is at least `quiet_for` old, oldest first.
+    /// Removes a leased batch for good.
+    async fn ack_pending(
+        &self,
+        key: &ConversationKey,
+        direction: Direction,
+        take_token: &str,
+        now: Millis,
+    ) -> Result<PendingState>;
+
+    /// Gives a leased batch back, due again after `retry_after`.
+    async fn release_pending(
+        &self,
+        key: &ConversationKey,
+        direction: Direction,
+        take_token: &str,
+        retry_after: Duration,
+        now: Millis,
+    ) -> Result<PendingState>;
+
+    /// Extends a batch's lease to at least `now + extend_by`.
+    async fn extend_batch(
+        &self,
+        key: &ConversationKey,
+        direction: Direction,
+        take_token: &str,
+        extend_by: Duration,
+        now: Millis,
+    ) -> Result<Millis>;
+
+    /// Buffers of `direction` that are due and not leased, soonest first.
     async fn list_due(
         &self,
-        quiet_for: Duration,
+        direction: Direction,
         limit: usize,
         now: Millis,
     ) -> Result<Vec<PendingState>>;
@@ -118,7 +216,12 @@ pub fn millis(d: Duration) -> Millis {
     Millis::try_from(d.as_millis()).unwrap_or(Millis::MAX)
 }
 
-/// A fresh random id for leases and claim tokens.
+/// A fresh random id for leases and tokens.
 pub fn new_token() -> String {
     uuid::Uuid::new_v4().simple().to_string()
+}
+
+/// The excerpt a link keeps of a text: its first characters.
+pub fn excerpt(text: &str) -> String {
+    text.chars().take(crate::model::MAX_EXCERPT_CHARS).collect()
 }

@@ -102,6 +102,10 @@ pub struct OutputSpec {
     pub sample_rate: u32,
     /// Opus bitrate, bits per second.
     pub bitrate: u32,
+    /// WAV only: the header written first declares exactly this many
+    /// samples (see [`crate::pipeline::predict_output`]), and producing
+    /// another count is an error.
+    pub exact_samples: Option<u64>,
 }
 
 impl OutputSpec {
@@ -118,6 +122,7 @@ impl OutputSpec {
                 _ => 16_000,
             },
             bitrate: Self::DEFAULT_BITRATE,
+            exact_samples: None,
         }
     }
 

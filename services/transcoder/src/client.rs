@@ -19,6 +19,7 @@ pub fn convert_stream_requests(
             input: Some(input),
             output: Some(output),
             input_size_bytes: audio.len() as u64,
+            exact_size_header: false,
         })),
     };
     std::iter::once(start).chain(audio.chunks(chunk_bytes.max(1)).map(|chunk| {

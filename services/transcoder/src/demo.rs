@@ -154,7 +154,7 @@ pub async fn run(seconds: f64, out_dir: &Path) -> anyhow::Result<()> {
                 pieces += 1;
             }
             Some(convert_stream_response::Message::Summary(s)) => summary = Some(s),
-            None => {}
+            Some(convert_stream_response::Message::Prelude(_)) | None => {}
         }
     }
     let summary = summary.context("stream ended without a summary")?;

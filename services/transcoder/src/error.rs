@@ -49,6 +49,17 @@ pub enum TranscodeError {
     /// The WAV header or data could not be read.
     #[error("invalid wav: {0}")]
     InvalidWav(String),
+    /// A unary call would produce more than the unary output limit.
+    #[error("output too large for a unary call: {bytes} bytes exceeds {limit}; use ConvertStream")]
+    OutputTooLarge {
+        /// The output the call would produce.
+        bytes: u64,
+        /// The unary limit.
+        limit: u64,
+    },
+    /// A streaming client went quiet, or the stream ran past its deadline.
+    #[error("stream timed out: {0}")]
+    TimedOut(String),
     /// The input is larger than the configured limit.
     #[error("input too large: more than {limit} bytes (limit is configurable)")]
     TooLarge {

@@ -14,7 +14,7 @@ use parley_proto::{
         transcoder_server::{Transcoder, TranscoderServer},
     },
 };
-use prost::Message as _;
+
 use tokio::sync::{Semaphore, mpsc};
 use tokio_stream::{StreamExt as _, wrappers::ReceiverStream};
 use tonic::{Request, Response, Status, Streaming};
@@ -35,6 +35,14 @@ pub struct TranscoderConfig {
     pub workers: usize,
     /// Size of output chunks on streaming calls.
     pub stream_chunk_bytes: usize,
+    /// Largest output a unary Convert may produce (checked before any
+    /// decoding); bigger conversions are refused with a pointer to
+    /// ConvertStream.
+    pub max_unary_output_bytes: u64,
+    /// A streaming client that sends nothing for this long is ended.
+    pub stream_idle_timeout: std::time::Duration,
+    /// No stream runs longer than this, however busy.
+    pub stream_deadline: std::time::Duration,
 }
 
 impl Default for TranscoderConfig {
@@ -43,13 +51,18 @@ impl Default for TranscoderConfig {
             limits: Limits::default(),
             workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
             stream_chunk_bytes: 32 * 1024,
+            max_unary_output_bytes: 32 * 1024 * 1024,
+            stream_idle_timeout: std::time::Duration::from_secs(30),
+            stream_deadline: std::time::Duration::from_secs(600),
         }
     }
 }
 
 impl TranscoderConfig {
     /// Reads `PARLEY_MAX_INPUT_BYTES`, `PARLEY_MAX_DURATION_MS`,
-    /// `PARLEY_WORKERS` and `PARLEY_STREAM_CHUNK_BYTES`.
+    /// `PARLEY_WORKERS`, `PARLEY_STREAM_CHUNK_BYTES`,
+    /// `PARLEY_MAX_UNARY_OUTPUT_BYTES`, `PARLEY_STREAM_IDLE_TIMEOUT_MS` and
+    /// `PARLEY_STREAM_DEADLINE_MS`.
     pub fn from_settings(settings: &mut parley_runtime::config::Settings<'_>) -> Self {
         let defaults = Self::default();
         let config = Self {
@@ -59,7 +72,15 @@ impl TranscoderConfig {
             },
             workers: settings.parse("workers", defaults.workers),
             stream_chunk_bytes: settings.parse("stream_chunk_bytes", defaults.stream_chunk_bytes),
+            max_unary_output_bytes: settings
+                .parse("max_unary_output_bytes", defaults.max_unary_output_bytes),
+            stream_idle_timeout: settings
+                .millis("stream_idle_timeout_ms", defaults.stream_idle_timeout),
+            stream_deadline: settings.millis("stream_deadline_ms", defaults.stream_deadline),
         };
+        if config.stream_idle_timeout.is_zero() || config.stream_deadline.is_zero() {
+            settings.problem("stream_idle_timeout_ms", "timeouts must be at least 1 ms");
+        }
         if config.workers == 0 {
             settings.problem("workers", "must be at least 1");
         }
@@ -133,9 +154,24 @@ impl Transcoder for TranscoderService {
         let input = input_spec(request.input.unwrap_or_default())?;
         let output = output_spec(request.output.unwrap_or_default())?;
         let limits = self.config.limits;
+        let max_output = self.config.max_unary_output_bytes;
         let _permit = self.worker().await?;
-        let (audio, conversion) =
-            run_blocking(move || convert_buffer(&request.audio, input, output, limits)).await?;
+        let (audio, conversion) = run_blocking(move || {
+            // Refuse what the reply could not carry before decoding anything.
+            if input.format != Some(AudioFormat::Pcm) {
+                let source = crate::pipeline::probe(&request.audio, limits)?;
+                if let Some(out) = crate::pipeline::predict_output(&source, &output)
+                    && out.byte_size > max_output
+                {
+                    return Err(TranscodeError::OutputTooLarge {
+                        bytes: out.byte_size,
+                        limit: max_output,
+                    });
+                }
+            }
+            convert_buffer(&request.audio, input, output, limits)
+        })
+        .await?;
         tracing::info!(
             source_ms = conversion.source.duration_ms(),
             output_bytes = audio.len(),
@@ -174,51 +210,87 @@ impl Transcoder for TranscoderService {
             }
             .into());
         }
-        let permit = self.worker().await?;
-
-        // Small bounded queues on both sides: memory per conversion stays
-        // at a few chunks however large the input is.
-        let (input_tx, input_rx) = mpsc::channel::<Bytes>(2);
-        let (response_tx, response_rx) = mpsc::channel(2);
-        let feeder = tokio::spawn(async move {
-            while let Some(message) = inbound.next().await {
-                match message?.message {
-                    Some(convert_stream_request::Message::Chunk(chunk)) => {
-                        if input_tx.send(chunk).await.is_err() {
-                            break; // the codec stopped early (error or limit)
-                        }
-                    }
-                    _ => {
-                        return Err(Status::invalid_argument(
-                            "only chunks may follow the ConvertStart",
-                        ));
-                    }
-                }
-            }
-            Ok(())
-        });
+        if start.exact_size_header && output.format != AudioFormat::Wav {
+            return Err(TranscodeError::InvalidRequest(
+                "exact_size_header is for WAV output only".into(),
+            )
+            .into());
+        }
+        let idle = self.config.stream_idle_timeout;
+        let deadline = tokio::time::Instant::now() + self.config.stream_deadline;
         let chunk_bytes = self.config.stream_chunk_bytes;
-        let codec_tx = response_tx.clone();
-        tokio::spawn(async move {
-            let _permit = permit;
-            let writer = ChannelWriter::new(codec_tx, chunk_bytes, |chunk| {
-                Ok(ConvertStreamResponse {
-                    message: Some(convert_stream_response::Message::Chunk(chunk)),
+        let service = self.clone();
+        let (response_tx, response_rx) = mpsc::channel(2);
+        let worker_tx = response_tx.clone();
+        let conversion = async move {
+            // A worker (a core) is taken only once input arrives, so a
+            // client that opens a stream and goes quiet holds nothing.
+            let first = next_chunk(&mut inbound, idle).await?;
+            if start.exact_size_header {
+                // Compressed input is small: read it all, learn the exact
+                // output, announce it, then stream.
+                let mut all = bytes::BytesMut::new();
+                let mut chunk = first;
+                while let Some(piece) = chunk {
+                    if all.len() as u64 + piece.len() as u64 > limits.max_input_bytes {
+                        return Err(TranscodeError::TooLarge {
+                            limit: limits.max_input_bytes,
+                        }
+                        .into());
+                    }
+                    all.extend_from_slice(&piece);
+                    chunk = next_chunk(&mut inbound, idle).await?;
+                }
+                let all = all.freeze();
+                let _permit = service.worker().await?;
+                let prelude_tx = worker_tx.clone();
+                let writer = ChannelWriter::new(worker_tx, chunk_bytes, chunk_message);
+                let conversion = run_blocking(move || {
+                    crate::pipeline::convert_sized(&all, input, writer, output, limits, |info| {
+                        prelude_tx
+                            .blocking_send(Ok(prelude(info)))
+                            .map_err(|_| TranscodeError::Cancelled)
+                    })
                 })
+                .await?;
+                return Ok(summary(&conversion));
+            }
+            let _permit = service.worker().await?;
+            // Small bounded queues on both sides: memory per conversion
+            // stays at a few chunks however large the input is.
+            let (input_tx, input_rx) = mpsc::channel::<Bytes>(2);
+            let feeder = tokio::spawn(async move {
+                let mut chunk = first;
+                while let Some(piece) = chunk {
+                    if input_tx.send(piece).await.is_err() {
+                        break; // the codec stopped early (error or limit)
+                    }
+                    chunk = next_chunk(&mut inbound, idle).await?;
+                }
+                Ok::<(), Status>(())
             });
+            let writer = ChannelWriter::new(worker_tx, chunk_bytes, chunk_message);
             let result = run_blocking(move || {
                 convert(ChannelReader::new(input_rx), input, writer, output, limits)
             })
             .await;
-            // A protocol error on the way in explains a codec failure best.
+            // A protocol error (or a quiet client) on the way in explains
+            // a codec failure best.
             let fed = feeder
                 .await
                 .unwrap_or_else(|e| Err(Status::internal(format!("input task failed: {e}"))));
-            let last = match (result, fed) {
+            match (result, fed) {
                 (_, Err(status)) => Err(status),
                 (Err(e), Ok(())) => Err(Status::from(e)),
                 (Ok(conversion), Ok(())) => Ok(summary(&conversion)),
-            };
+            }
+        };
+        tokio::spawn(async move {
+            let last = tokio::time::timeout_at(deadline, conversion)
+                .await
+                .unwrap_or_else(|_| {
+                    Err(TranscodeError::TimedOut("the stream ran past its deadline".into()).into())
+                });
             let _ = response_tx.send(last).await;
         });
         Ok(Response::new(ReceiverStream::new(response_rx)))
@@ -234,6 +306,48 @@ impl Transcoder for TranscoderService {
         Ok(Response::new(ProbeResponse {
             info: Some(info_to_proto(&info)),
         }))
+    }
+}
+
+/// The next input chunk of a stream, `None` at its end; a client quiet for
+/// `idle` is ended with DEADLINE_EXCEEDED.
+async fn next_chunk(
+    inbound: &mut Streaming<ConvertStreamRequest>,
+    idle: std::time::Duration,
+) -> Result<Option<Bytes>, Status> {
+    let message = tokio::time::timeout(idle, inbound.next())
+        .await
+        .map_err(|_| {
+            Status::from(TranscodeError::TimedOut(format!(
+                "no input for {} ms",
+                idle.as_millis()
+            )))
+        })?;
+    match message {
+        None => Ok(None),
+        Some(message) => match message?.message {
+            Some(convert_stream_request::Message::Chunk(chunk)) => Ok(Some(chunk)),
+            _ => Err(Status::invalid_argument(
+                "only chunks may follow the ConvertStart",
+            )),
+        },
+    }
+}
+
+fn chunk_message(chunk: Bytes) -> Result<ConvertStreamResponse, Status> {
+    Ok(ConvertStreamResponse {
+        message: Some(convert_stream_response::Message::Chunk(chunk)),
+    })
+}
+
+fn prelude(info: &AudioInfo) -> ConvertStreamResponse {
+    ConvertStreamResponse {
+        message: Some(convert_stream_response::Message::Prelude(
+            pb::ConvertPrelude {
+                output: Some(info_to_proto(info)),
+                output_bytes: info.byte_size,
+            },
+        )),
     }
 }
 
@@ -308,6 +422,10 @@ impl From<TranscodeError> for Status {
             E::TooLarge { .. } | E::TooLong { .. } => {
                 (tonic::Code::InvalidArgument, ErrorReason::LimitExceeded)
             }
+            E::OutputTooLarge { .. } => {
+                (tonic::Code::ResourceExhausted, ErrorReason::LimitExceeded)
+            }
+            E::TimedOut(_) => (tonic::Code::DeadlineExceeded, ErrorReason::InvalidRequest),
             E::Cancelled => (tonic::Code::Cancelled, ErrorReason::Unspecified),
             E::Internal(_) => (tonic::Code::Internal, ErrorReason::Unspecified),
             _ => (tonic::Code::InvalidArgument, ErrorReason::InvalidMedia),
@@ -315,10 +433,6 @@ impl From<TranscodeError> for Status {
         if code == tonic::Code::Internal {
             tracing::error!(error = %error, "transcoder fault");
         }
-        let detail = ErrorDetail {
-            reason: reason as i32,
-            aws_error_code: String::new(),
-        };
-        Status::with_details(code, error.to_string(), detail.encode_to_vec().into())
+        parley_proto::errors::status(code, error.to_string(), ErrorDetail::new(reason))
     }
 }

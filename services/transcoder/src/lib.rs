@@ -36,3 +36,18 @@ pub mod resample;
 pub mod synth;
 
 pub use error::TranscodeError;
+
+/// Serves the transcoder on `listener` until `shutdown`.
+pub async fn run(
+    listener: tokio::net::TcpListener,
+    server: parley_runtime::server::ServerConfig,
+    config: grpc::TranscoderConfig,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    tracing::info!(workers = config.workers, "transcoder workers");
+    parley_runtime::server::GrpcServer::new(server)
+        .add_service(grpc::TranscoderService::new(config).into_server())
+        .serve(listener, shutdown)
+        .await?;
+    Ok(())
+}

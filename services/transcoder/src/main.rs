@@ -14,12 +14,10 @@ use clap::{Parser, Subcommand};
 use parley_runtime::{
     config::{ProcessEnv, Settings},
     process,
-    server::{GrpcServer, ServerConfig},
-    telemetry::{self, TelemetryConfig},
 };
 use parley_transcoder::{
     audio::{AudioFormat, InputSpec, OutputSpec},
-    grpc::{TranscoderConfig, TranscoderService},
+    grpc::TranscoderConfig,
     pcm::WAV_HEADER_LEN,
     pipeline,
 };
@@ -92,7 +90,13 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Serve { listen } => process::block_on(serve(listen)),
+        Command::Serve { listen } => process::block_on(parley_runtime::service::serve_from_env(
+            "parley-transcoder",
+            DEFAULT_LISTEN,
+            listen,
+            TranscoderConfig::from_settings,
+            parley_transcoder::run,
+        )),
         Command::Convert {
             input,
             output,
@@ -117,34 +121,13 @@ fn main() -> ExitCode {
     process::exit("parley-transcoder", result)
 }
 
-fn load_config(
-    listen: Option<SocketAddr>,
-) -> anyhow::Result<(TelemetryConfig, ServerConfig, TranscoderConfig)> {
-    let env = ProcessEnv;
-    let mut settings = Settings::new(&env);
-    let telemetry = TelemetryConfig::from_settings(&mut settings, "parley-transcoder");
-    let mut server = ServerConfig::from_settings(&mut settings, DEFAULT_LISTEN.parse()?);
-    let transcoder = TranscoderConfig::from_settings(&mut settings);
+/// The transcoder's limits as the environment sets them (the CLI honours
+/// them too).
+fn limits() -> anyhow::Result<parley_transcoder::audio::Limits> {
+    let mut settings = Settings::new(&ProcessEnv);
+    let config = TranscoderConfig::from_settings(&mut settings);
     settings.finish()?;
-    if let Some(listen) = listen {
-        server.listen = listen;
-    }
-    Ok((telemetry, server, transcoder))
-}
-
-async fn serve(listen: Option<SocketAddr>) -> anyhow::Result<()> {
-    let (telemetry_config, server_config, transcoder_config) = load_config(listen)?;
-    let _telemetry = telemetry::init(&telemetry_config).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let listener = tokio::net::TcpListener::bind(server_config.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", server_config.listen))?;
-    tracing::info!(address = %listener.local_addr()?, workers = transcoder_config.workers, "parley-transcoder serving");
-    GrpcServer::new(server_config)
-        .add_service(TranscoderService::new(transcoder_config).into_server())
-        .serve(listener, parley_runtime::shutdown_signal())
-        .await?;
-    tracing::info!("parley-transcoder stopped");
-    Ok(())
+    Ok(config.limits)
 }
 
 fn output_spec(
@@ -178,7 +161,7 @@ fn convert_file(
     output: &Path,
     spec: OutputSpec,
 ) -> anyhow::Result<()> {
-    let limits = load_config(None)?.2.limits;
+    let limits = limits()?;
     let file =
         std::fs::File::open(input).with_context(|| format!("cannot open {}", input.display()))?;
     let dir = output
@@ -219,7 +202,7 @@ fn convert_file(
 }
 
 fn probe_file(path: &Path) -> anyhow::Result<()> {
-    let limits = load_config(None)?.2.limits;
+    let limits = limits()?;
     let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
     let info = pipeline::probe(&bytes, limits)?;
     let json = serde_json::json!({

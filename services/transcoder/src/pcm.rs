@@ -294,6 +294,8 @@ pub struct PcmWriter<W> {
     rate: u32,
     wav: bool,
     samples: u64,
+    /// For a WAV whose header declared its size: the samples it declared.
+    declared: Option<u64>,
     scratch: Vec<u8>,
 }
 
@@ -304,6 +306,17 @@ impl<W: Write> PcmWriter<W> {
             .write_all(&wav_header(rate, None))
             .map_err(|e| TranscodeError::from_io(e, "the output"))?;
         Ok(Self::new(output, rate, true))
+    }
+
+    /// A WAV writer whose header, written first, declares exactly
+    /// `samples`; writing another count fails at [`PcmSink::finish`].
+    pub fn wav_sized(mut output: W, rate: u32, samples: u64) -> Result<Self> {
+        output
+            .write_all(&wav_header(rate, Some(samples * 2)))
+            .map_err(|e| TranscodeError::from_io(e, "the output"))?;
+        let mut writer = Self::new(output, rate, true);
+        writer.declared = Some(samples);
+        Ok(writer)
     }
 
     /// A headerless s16le writer.
@@ -317,6 +330,7 @@ impl<W: Write> PcmWriter<W> {
             rate,
             wav,
             samples: 0,
+            declared: None,
             scratch: Vec::new(),
         }
     }
@@ -339,6 +353,14 @@ impl<W: Write> PcmSink for PcmWriter<W> {
         self.output
             .flush()
             .map_err(|e| TranscodeError::from_io(e, "the output"))?;
+        if let Some(declared) = self.declared
+            && declared != self.samples
+        {
+            return Err(TranscodeError::Internal(format!(
+                "the header declared {declared} samples, the conversion produced {}",
+                self.samples
+            )));
+        }
         let data_bytes = self.samples * 2;
         Ok(SinkReport {
             info: AudioInfo {

@@ -100,7 +100,10 @@ pub fn convert<R: Read, W: Write>(
         source = Box::new(ResampledSource::new(source, target_rate)?);
     }
     let mut sink: Box<dyn PcmSink + '_> = match output_spec.format {
-        AudioFormat::Wav => Box::new(PcmWriter::wav(output, target_rate)?),
+        AudioFormat::Wav => match output_spec.exact_samples {
+            Some(samples) => Box::new(PcmWriter::wav_sized(output, target_rate, samples)?),
+            None => Box::new(PcmWriter::wav(output, target_rate)?),
+        },
         AudioFormat::Pcm => Box::new(PcmWriter::raw(output, target_rate)),
         AudioFormat::OggOpus => Box::new(OpusSink::new(
             output,
@@ -163,6 +166,83 @@ pub fn convert_buffer(
     Ok((out, conversion))
 }
 
+/// The exact output a conversion of `source` (as [`probe`] reports it) to
+/// `spec` will produce, computed with the same rules the decoder and the
+/// resampler apply: a native Opus rate keeps `(end − pre-skip) / (48000 /
+/// rate)` samples, any other rate rounds `samples × to / from`. `None` for
+/// OGG/Opus output (its size depends on the encoder) and raw PCM input.
+pub fn predict_output(source: &AudioInfo, spec: &OutputSpec) -> Option<AudioInfo> {
+    let to = u64::from(spec.sample_rate);
+    let samples = match (source.format, spec.format) {
+        (_, AudioFormat::OggOpus) | (AudioFormat::Pcm, _) => return None,
+        (AudioFormat::OggOpus, _) if OPUS_RATES.contains(&spec.sample_rate) => {
+            source.sample_count / (u64::from(OPUS_GRANULE_RATE) / to)
+        }
+        (AudioFormat::OggOpus, _) => {
+            let from = u64::from(OPUS_GRANULE_RATE);
+            (source.sample_count * to + from / 2) / from
+        }
+        (AudioFormat::Wav, _) => {
+            let from = u64::from(source.sample_rate);
+            if from == to {
+                source.sample_count
+            } else {
+                (source.sample_count * to + from / 2) / from
+            }
+        }
+    };
+    let header = if spec.format == AudioFormat::Wav {
+        WAV_HEADER_LEN as u64
+    } else {
+        0
+    };
+    Some(AudioInfo {
+        format: spec.format,
+        codec: "pcm_s16le",
+        channels: 1,
+        sample_rate: spec.sample_rate,
+        input_sample_rate: spec.sample_rate,
+        sample_count: samples,
+        byte_size: header + samples * 2,
+    })
+}
+
+/// Converts an in-memory file to WAV whose first bytes are a header with
+/// the exact sizes. `announce` learns the exact output before any byte is
+/// written (the gRPC service sends it as the stream's prelude).
+pub fn convert_sized<W: Write>(
+    input: &[u8],
+    input_spec: InputSpec,
+    output: W,
+    mut output_spec: OutputSpec,
+    limits: Limits,
+    announce: impl FnOnce(&AudioInfo) -> Result<()>,
+) -> Result<Conversion> {
+    if output_spec.format != AudioFormat::Wav {
+        return Err(TranscodeError::InvalidRequest(
+            "exact sizes up front are offered for WAV output only".into(),
+        ));
+    }
+    if input_spec.format == Some(AudioFormat::Pcm) {
+        return Err(TranscodeError::InvalidRequest(
+            "exact sizes up front need a self-describing input (OGG/Opus or WAV)".into(),
+        ));
+    }
+    let source = probe(input, limits)?;
+    if source.duration_ms() > limits.max_duration_ms {
+        return Err(TranscodeError::TooLong {
+            duration_ms: source.duration_ms(),
+            limit_ms: limits.max_duration_ms,
+        });
+    }
+    let predicted = predict_output(&source, &output_spec).ok_or_else(|| {
+        TranscodeError::InvalidRequest("this conversion's size cannot be known up front".into())
+    })?;
+    announce(&predicted)?;
+    output_spec.exact_samples = Some(predicted.sample_count);
+    convert(input, input_spec, output, output_spec, limits)
+}
+
 /// A capacity guess so the output buffer rarely reallocates.
 fn estimate_output_len(input_len: usize, spec: &OutputSpec) -> usize {
     match spec.format {
@@ -214,6 +294,32 @@ fn probe_wav(input: &[u8]) -> Result<AudioInfo> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn predictions_follow_the_decoders_rules() {
+        let opus = AudioInfo {
+            format: AudioFormat::OggOpus,
+            codec: "opus",
+            channels: 1,
+            sample_rate: 48_000,
+            input_sample_rate: 16_000,
+            sample_count: 1_440_001,
+            byte_size: 0,
+        };
+        let at = |rate| {
+            let mut spec = OutputSpec::new(AudioFormat::Wav);
+            spec.sample_rate = rate;
+            predict_output(&opus, &spec).unwrap()
+        };
+        assert_eq!(at(16_000).sample_count, 480_000);
+        assert_eq!(at(16_000).byte_size, 44 + 960_000);
+        assert_eq!(at(48_000).sample_count, 1_440_001);
+        assert_eq!(
+            at(44_100).sample_count,
+            (1_440_001 * 44_100 + 24_000) / 48_000
+        );
+        assert!(predict_output(&opus, &OutputSpec::new(AudioFormat::OggOpus)).is_none());
+    }
 
     #[test]
     fn decode_rates_prefer_native_opus() {

@@ -21,7 +21,6 @@ use parley_transcoder::{
     grpc::{TranscoderConfig, TranscoderService},
     synth,
 };
-use prost::Message as _;
 use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, transport::Channel};
@@ -74,7 +73,7 @@ fn wav_16k() -> Option<OutputSpec> {
 }
 
 fn detail(status: &tonic::Status) -> ErrorDetail {
-    ErrorDetail::decode(status.details()).expect("status carries an ErrorDetail")
+    parley_proto::errors::detail(status).expect("status carries an ErrorDetail")
 }
 
 #[tokio::test]
@@ -173,6 +172,7 @@ async fn limits_are_enforced_on_the_wire() {
                 input: None,
                 output: wav_16k(),
                 input_size_bytes: note.len() as u64,
+                exact_size_header: false,
             })),
         }]))
         .await
@@ -200,6 +200,7 @@ async fn streaming_output_flows_before_input_ends() {
                 bitrate_bps: 0,
             }),
             input_size_bytes: 0,
+            exact_size_header: false,
         })),
     })
     .await
@@ -240,6 +241,7 @@ async fn streaming_output_flows_before_input_ends() {
         match message.message {
             Some(Out::Chunk(chunk)) => pcm.extend_from_slice(&chunk),
             Some(Out::Summary(s)) => summary = Some(s),
+            Some(Out::Prelude(_)) => panic!("no prelude was asked for"),
             None => {}
         }
     }
@@ -262,6 +264,7 @@ async fn streaming_wav_carries_the_final_header() {
             input: None,
             output: wav_16k(),
             input_size_bytes: note.len() as u64,
+            exact_size_header: false,
         })),
     })
     .chain(note.chunks(1000).map(|c| ConvertStreamRequest {
@@ -279,6 +282,7 @@ async fn streaming_wav_carries_the_final_header() {
         match message.message {
             Some(Out::Chunk(c)) => wav.extend_from_slice(&c),
             Some(Out::Summary(s)) => header = Some(s.final_header),
+            Some(Out::Prelude(_)) => panic!("no prelude was asked for"),
             None => {}
         }
     }
@@ -287,6 +291,181 @@ async fn streaming_wav_carries_the_final_header() {
     wav[..44].copy_from_slice(&header);
     let reader = hound::WavReader::new(&wav[..]).unwrap();
     assert_eq!(reader.len(), 32_000);
+}
+
+/// One decode, two outputs: with `exact_size_header` the size comes first
+/// (Connect's attachment upload needs it), the header is exact as sent,
+/// and everything after its 44 bytes is the PCM Transcribe takes.
+#[tokio::test]
+async fn exact_size_header_announces_the_output_before_the_audio() {
+    let server = start_server(TranscoderConfig::default()).await;
+    let mut client = client(&server).await;
+    for (seconds, input_rate) in [(2.0, 48_000), (3.3, 16_000), (0.5, 8_000)] {
+        let note = synth::voice_note(seconds, input_rate).unwrap();
+        let requests: Vec<_> = std::iter::once(ConvertStreamRequest {
+            message: Some(In::Start(ConvertStart {
+                input: None,
+                output: wav_16k(),
+                input_size_bytes: note.len() as u64,
+                exact_size_header: true,
+            })),
+        })
+        .chain(note.chunks(700).map(|c| ConvertStreamRequest {
+            message: Some(In::Chunk(c.to_vec().into())),
+        }))
+        .collect();
+        let mut responses = client
+            .convert_stream(tokio_stream::iter(requests))
+            .await
+            .unwrap()
+            .into_inner();
+        let prelude = match responses.message().await.unwrap().unwrap().message {
+            Some(Out::Prelude(prelude)) => prelude,
+            other => panic!("the prelude comes first, got {other:?}"),
+        };
+        let mut wav = Vec::new();
+        let mut summary = None;
+        while let Some(message) = responses.message().await.unwrap() {
+            match message.message {
+                Some(Out::Chunk(c)) => wav.extend_from_slice(&c),
+                Some(Out::Summary(s)) => summary = Some(s),
+                Some(Out::Prelude(_)) => panic!("a second prelude"),
+                None => {}
+            }
+        }
+        assert_eq!(
+            wav.len() as u64,
+            prelude.output_bytes,
+            "{seconds} s at {input_rate}"
+        );
+        let summary = summary.unwrap();
+        assert_eq!(
+            &wav[..44],
+            &summary.final_header[..],
+            "the header sent first is exact"
+        );
+        let reader = hound::WavReader::new(&wav[..]).expect("a valid wav as streamed");
+        assert_eq!(
+            u64::from(reader.len()),
+            prelude.output.unwrap().sample_count
+        );
+        // The bytes after the header are exactly the PCM of a separate decode.
+        let (reference, _) = decode(&note, 16_000);
+        assert_eq!(samples(&wav[44..]), reference);
+    }
+    // Only WAV output can be announced.
+    let status = client
+        .convert_stream(tokio_stream::iter([ConvertStreamRequest {
+            message: Some(In::Start(ConvertStart {
+                output: Some(OutputSpec {
+                    format: PbFormat::OggOpus as i32,
+                    ..OutputSpec::default()
+                }),
+                exact_size_header: true,
+                ..ConvertStart::default()
+            })),
+        }]))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+}
+
+/// A client that opens a stream and goes quiet holds no worker, and is
+/// ended after the idle timeout (reproduced: two silent clients with two
+/// workers once blocked every other conversion indefinitely).
+#[tokio::test]
+async fn silent_stream_clients_hold_no_worker_and_are_ended() {
+    let server = start_server(TranscoderConfig {
+        workers: 1,
+        stream_idle_timeout: std::time::Duration::from_millis(400),
+        ..TranscoderConfig::default()
+    })
+    .await;
+    let mut silent_clients = Vec::new();
+    for _ in 0..2 {
+        let mut silent = client(&server).await;
+        let (tx, rx) = mpsc::channel(1);
+        tx.send(ConvertStreamRequest {
+            message: Some(In::Start(ConvertStart::default())),
+        })
+        .await
+        .unwrap();
+        let responses = silent
+            .convert_stream(ReceiverStream::new(rx))
+            .await
+            .unwrap()
+            .into_inner();
+        silent_clients.push((tx, responses));
+    }
+    // Meanwhile a real conversion goes through the one worker.
+    let note = synth::voice_note(1.0, 16_000).unwrap();
+    let started = std::time::Instant::now();
+    let converted = client(&server)
+        .await
+        .convert(ConvertRequest {
+            input: None,
+            output: wav_16k(),
+            audio: note.into(),
+        })
+        .await
+        .unwrap();
+    assert!(!converted.into_inner().audio.is_empty());
+    assert!(
+        started.elapsed() < std::time::Duration::from_millis(400),
+        "the conversion did not wait for the silent clients"
+    );
+    for (_tx, mut responses) in silent_clients {
+        let status = responses.message().await.unwrap_err();
+        assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
+        assert!(
+            status.message().contains("no input"),
+            "{}",
+            status.message()
+        );
+    }
+}
+
+/// A unary conversion whose reply would be huge is refused before any
+/// decoding (reproduced: a 20-minute note to 192 kHz built a 459 MB reply).
+#[tokio::test]
+async fn oversized_unary_outputs_are_refused_before_decoding() {
+    let server = start_server(TranscoderConfig {
+        max_unary_output_bytes: 1_000_000,
+        ..TranscoderConfig::default()
+    })
+    .await;
+    let mut client = client(&server).await;
+    let note = synth::voice_note(30.0, 16_000).unwrap();
+    let status = client
+        .convert(ConvertRequest {
+            input: None,
+            output: Some(OutputSpec {
+                format: PbFormat::Wav as i32,
+                sample_rate_hz: 192_000,
+                bitrate_bps: 0,
+            }),
+            audio: note.clone().into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted);
+    assert_eq!(detail(&status).reason(), ErrorReason::LimitExceeded);
+    assert!(
+        status.message().contains("ConvertStream"),
+        "{}",
+        status.message()
+    );
+    // The same note at 16 kHz fits.
+    assert!(
+        client
+            .convert(ConvertRequest {
+                input: None,
+                output: wav_16k(),
+                audio: note.into(),
+            })
+            .await
+            .is_ok()
+    );
 }
 
 #[tokio::test]

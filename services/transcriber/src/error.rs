@@ -28,7 +28,7 @@ macro_rules! map_exceptions {
     };
 }
 use parley_proto::common::{ErrorDetail, ErrorReason};
-use prost::Message as _;
+
 use tonic::{Code, Status};
 
 /// Why a transcription failed.
@@ -105,26 +105,44 @@ impl TranscribeError {
     /// The gRPC status for this error, with an [`ErrorDetail`] naming the
     /// reason and the AWS exception.
     pub fn to_status(&self) -> Status {
-        let (code, reason) = match self {
-            Self::InvalidRequest(_) | Self::BadRequest(_) => {
-                (Code::InvalidArgument, ErrorReason::InvalidRequest)
-            }
-            Self::InvalidAudio(_) => (Code::InvalidArgument, ErrorReason::InvalidMedia),
-            Self::Busy(_) | Self::LimitExceeded(_) => {
-                (Code::ResourceExhausted, ErrorReason::LimitExceeded)
-            }
-            Self::Unavailable(_) => (Code::Unavailable, ErrorReason::Throttled),
+        let (code, detail) = match self {
+            Self::InvalidRequest(_) | Self::BadRequest(_) => (
+                Code::InvalidArgument,
+                ErrorDetail::new(ErrorReason::InvalidRequest),
+            ),
+            Self::InvalidAudio(_) => (
+                Code::InvalidArgument,
+                ErrorDetail::new(ErrorReason::InvalidMedia),
+            ),
+            // The gate and Transcribe's own stream quota both clear as other
+            // notes finish: worth a retry shortly.
+            Self::Busy(_) | Self::LimitExceeded(_) => (
+                Code::ResourceExhausted,
+                ErrorDetail::new(ErrorReason::LimitExceeded)
+                    .retry_after(std::time::Duration::from_secs(1)),
+            ),
+            Self::Unavailable(_) => (
+                Code::Unavailable,
+                ErrorDetail::new(ErrorReason::Unavailable),
+            ),
             // A conflicting session id is transient: a retry gets a new one.
-            Self::Conflict(_) => (Code::Aborted, ErrorReason::Unspecified),
-            Self::InternalFailure(_) | Self::Internal(_) => {
-                (Code::Internal, ErrorReason::Unspecified)
+            Self::Conflict(_) => (Code::Aborted, ErrorDetail::new(ErrorReason::Unavailable)),
+            // Transcribe's InternalFailureException asks for a retry.
+            Self::InternalFailure(_) => {
+                (Code::Internal, ErrorDetail::new(ErrorReason::Unavailable))
             }
+            Self::Internal(_) => (Code::Internal, ErrorDetail::new(ErrorReason::Unspecified)),
         };
-        let detail = ErrorDetail {
-            reason: reason as i32,
-            aws_error_code: self.aws_code().to_owned(),
+        let operation = if self.aws_code().is_empty() {
+            ""
+        } else {
+            "StartStreamTranscription"
         };
-        Status::with_details(code, self.to_string(), detail.encode_to_vec().into())
+        parley_proto::errors::status(
+            code,
+            self.to_string(),
+            detail.aws(operation, self.aws_code()),
+        )
     }
 }
 

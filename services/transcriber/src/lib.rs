@@ -19,3 +19,46 @@ pub mod grpc;
 pub mod pacing;
 pub mod settings;
 pub mod transcription;
+
+use parley_runtime::{
+    config::Settings,
+    server::{GrpcServer, ServerConfig},
+};
+
+/// Everything the transcriber needs to start.
+#[derive(Debug, Clone)]
+pub struct TranscriberSettings {
+    /// Limits, gate and pacing.
+    pub service: grpc::TranscriberConfig,
+    /// The AWS configuration; `None` loads the standard chain at start.
+    pub aws: Option<aws_config::SdkConfig>,
+}
+
+impl TranscriberSettings {
+    /// Reads the `PARLEY_TRANSCRIBE_*` settings.
+    pub fn from_settings(settings: &mut Settings<'_>) -> Self {
+        Self {
+            service: grpc::TranscriberConfig::from_settings(settings),
+            aws: None,
+        }
+    }
+}
+
+/// Serves the transcriber on `listener` until `shutdown`.
+pub async fn run(
+    listener: tokio::net::TcpListener,
+    server: ServerConfig,
+    settings: TranscriberSettings,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let aws = match &settings.aws {
+        Some(aws) => aws.clone(),
+        None => aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await,
+    };
+    let backend = backend::AwsTranscribe::new(aws_sdk_transcribestreaming::Client::new(&aws));
+    GrpcServer::new(server)
+        .add_service(grpc::TranscriberService::new(backend, settings.service).into_server())
+        .serve(listener, shutdown)
+        .await?;
+    Ok(())
+}

@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use futures::StreamExt;
+use parley_local::{Component, Stack};
 use parley_proto::{
     common::{ErrorDetail, ErrorReason},
     transcoder::{
@@ -18,57 +19,40 @@ use parley_proto::{
         transcription_config::Language,
     },
 };
-use parley_runtime::server::{GrpcServer, ServerConfig};
-use parley_sandbox::{RunningSandbox, SandboxConfig, moto, recognizer::dtmf};
-use parley_transcoder::{
-    grpc::{TranscoderConfig, TranscoderService},
-    synth,
-};
+use parley_runtime::client::TracedChannel;
+use parley_sandbox::recognizer::dtmf;
+use parley_transcoder::synth;
 use parley_transcriber::{
     backend::AwsTranscribe,
     grpc::{TranscriberConfig, TranscriberService},
     pacing::Pacing,
 };
-use prost::Message as _;
-use tonic::{Code, Status, transport::Channel};
+use tonic::{Code, Status};
 
+/// The sandbox and a transcoder from the stack builder, and the
+/// transcriber under test in this process (over the client crate's
+/// in-process channel), so its gate can be watched.
 struct Harness {
-    sandbox: RunningSandbox,
-    client: TranscriberClient<Channel>,
+    stack: Stack,
+    client: TranscriberClient<TracedChannel>,
     service: TranscriberService<AwsTranscribe>,
-    _stop: tokio::sync::oneshot::Sender<()>,
-}
-
-/// Serves what `add` puts on a server on a loopback port; returns its
-/// endpoint and the stop.
-async fn serve(
-    add: impl FnOnce(GrpcServer) -> GrpcServer,
-) -> (String, tokio::sync::oneshot::Sender<()>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(
-        add(GrpcServer::new(ServerConfig::local(address))).serve(listener, async {
-            let _ = stopped.await;
-        }),
-    );
-    (format!("http://{address}"), stop)
 }
 
 async fn harness(config: TranscriberConfig) -> Harness {
-    let sandbox = parley_sandbox::start("127.0.0.1:0".parse().unwrap(), SandboxConfig::default())
+    let stack = Stack::builder()
+        .with(Component::Transcoder)
+        .start()
         .await
-        .unwrap();
-    let aws = moto::aws_config(&sandbox.endpoint).await;
-    let backend = AwsTranscribe::new(aws_sdk_transcribestreaming::Client::new(&aws));
+        .expect("the stack starts");
+    let backend = AwsTranscribe::new(aws_sdk_transcribestreaming::Client::new(&stack.sandbox_aws));
     let service = TranscriberService::new(backend, config);
-    let (endpoint, stop) = serve(|server| server.add_service(service.clone().into_server())).await;
-    let client = TranscriberClient::connect(endpoint).await.unwrap();
+    let client = TranscriberClient::new(parley_client::channel::in_process(
+        service.clone().into_server(),
+    ));
     Harness {
-        sandbox,
+        stack,
         client,
         service,
-        _stop: stop,
     }
 }
 
@@ -99,7 +83,7 @@ fn requests(
 
 /// Segments and the summary of one call, or its error status.
 async fn collect(
-    mut client: TranscriberClient<Channel>,
+    mut client: TranscriberClient<TracedChannel>,
     input: impl futures::Stream<Item = TranscribeRequest> + Send + 'static,
 ) -> Result<(Vec<TranscriptSegment>, TranscriptionSummary), Status> {
     let mut responses = client.transcribe(input).await?.into_inner();
@@ -122,16 +106,13 @@ async fn collect(
 }
 
 fn detail(status: &Status) -> ErrorDetail {
-    ErrorDetail::decode(status.details()).expect("an ErrorDetail")
+    parley_proto::errors::detail(status).expect("an ErrorDetail")
 }
 
 #[tokio::test]
 async fn a_voice_note_goes_through_the_transcoder_and_the_transcriber_to_text() {
     let harness = harness(TranscriberConfig::default()).await;
-    let (transcoder, _stop_transcoder) = serve(|server| {
-        server.add_service(TranscoderService::new(TranscoderConfig::default()).into_server())
-    })
-    .await;
+    let transcoder = harness.stack.endpoint(Component::Transcoder);
     let note = synth::encode_pcm(&dtmf("4271#", 48_000), 48_000).unwrap();
 
     // The transcoder's PCM output streams straight into the transcriber.
@@ -167,6 +148,7 @@ async fn a_voice_note_goes_through_the_transcoder_and_the_transcriber_to_text() 
                     })
                 }
                 Some(convert_stream_response::Message::Summary(tc::ConvertSummary { .. }))
+                | Some(convert_stream_response::Message::Prelude(_))
                 | None => None,
             }
         }
@@ -192,7 +174,7 @@ async fn a_voice_note_goes_through_the_transcoder_and_the_transcriber_to_text() 
     let last = segments.last().unwrap();
     assert!(!last.is_partial && last.result_id == partials[0].result_id);
     assert!(last.end_s > last.start_s && last.confidence > 0.0);
-    let request = &harness.sandbox.sandbox.transcription_requests()[0].headers;
+    let request = &harness.stack.sandbox.sandbox.transcription_requests()[0].headers;
     assert_eq!(request["x-amzn-transcribe-media-encoding"], "pcm");
     assert_eq!(request["x-amzn-transcribe-sample-rate"], "16000");
 }
@@ -227,7 +209,7 @@ async fn ogg_opus_is_repaginated_and_every_option_reaches_the_request() {
     );
     assert_eq!(summary.language_code, "es-US", "the identified language");
 
-    let headers = &harness.sandbox.sandbox.transcription_requests()[0].headers;
+    let headers = &harness.stack.sandbox.sandbox.transcription_requests()[0].headers;
     for (name, value) in [
         ("x-amzn-transcribe-media-encoding", "ogg-opus"),
         ("x-amzn-transcribe-sample-rate", "48000"),
@@ -266,22 +248,30 @@ async fn every_transcribe_exception_maps_to_a_status_with_its_message() {
         (
             "ServiceUnavailableException",
             Code::Unavailable,
-            ErrorReason::Throttled,
+            ErrorReason::Unavailable,
         ),
-        ("ConflictException", Code::Aborted, ErrorReason::Unspecified),
+        ("ConflictException", Code::Aborted, ErrorReason::Unavailable),
         (
             "InternalFailureException",
             Code::Internal,
-            ErrorReason::Unspecified,
+            ErrorReason::Unavailable,
         ),
     ] {
         // Refused at the start (an HTTP error) and failed mid-stream (an
         // exception frame) map the same way.
         for at_start in [true, false] {
             if at_start {
-                harness.sandbox.sandbox.refuse_next_transcription(exception);
+                harness
+                    .stack
+                    .sandbox
+                    .sandbox
+                    .refuse_next_transcription(exception);
             } else {
-                harness.sandbox.sandbox.fail_next_transcription(exception);
+                harness
+                    .stack
+                    .sandbox
+                    .sandbox
+                    .fail_next_transcription(exception);
             }
             let status = collect(
                 harness.client.clone(),
@@ -381,10 +371,17 @@ async fn a_gate_of_ten_carries_a_hundred_parallel_streams() {
         let expected: Vec<_> = keys.chars().map(parley_sandbox::recognizer::word).collect();
         assert_eq!(transcript, expected.join(" "));
     }
-    let peak = harness.sandbox.sandbox.peak_concurrent_transcriptions();
+    let peak = harness
+        .stack
+        .sandbox
+        .sandbox
+        .peak_concurrent_transcriptions();
     assert!(peak <= 10, "the gate held AWS to 10 streams, saw {peak}");
     assert!(peak >= 2, "streams did run in parallel ({peak})");
-    assert_eq!(harness.sandbox.sandbox.transcription_requests().len(), 100);
+    assert_eq!(
+        harness.stack.sandbox.sandbox.transcription_requests().len(),
+        100
+    );
     assert_eq!(
         (
             harness.service.gate().in_use(),

@@ -8,35 +8,56 @@ use parley_proto::{
     common::{ErrorDetail, ErrorReason, MediaHeader},
     whatsapp::{self as pb, whats_app_sender_server::WhatsAppSender},
 };
-use prost::Message as _;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::{
-    error::SenderError,
+    error::{ErrorKind, SenderError},
     message::{mark_read, payloads, recipient},
     sender::Sender,
 };
 
 /// The one mapping from [`SenderError`] to a gRPC status.
 pub fn status(error: SenderError) -> Status {
-    let (code, reason) = match &error {
-        SenderError::Invalid(_) => (tonic::Code::InvalidArgument, ErrorReason::InvalidRequest),
-        SenderError::InvalidMedia(_) => (tonic::Code::InvalidArgument, ErrorReason::InvalidMedia),
-        SenderError::Unavailable(_) => (tonic::Code::Unavailable, ErrorReason::Throttled),
-        SenderError::NotFound(_) => (tonic::Code::NotFound, ErrorReason::Unspecified),
-        SenderError::Internal(_) => (tonic::Code::Internal, ErrorReason::Unspecified),
+    use tonic::Code;
+    let (code, detail) = match error.kind {
+        ErrorKind::Invalid => (
+            Code::InvalidArgument,
+            ErrorDetail::new(ErrorReason::InvalidRequest),
+        ),
+        ErrorKind::InvalidMedia => (
+            Code::InvalidArgument,
+            ErrorDetail::new(ErrorReason::InvalidMedia),
+        ),
+        ErrorKind::Limit => (
+            Code::InvalidArgument,
+            ErrorDetail::new(ErrorReason::LimitExceeded),
+        ),
+        ErrorKind::Configuration => (
+            Code::FailedPrecondition,
+            ErrorDetail::new(ErrorReason::Configuration),
+        ),
+        ErrorKind::Throttled => (Code::Unavailable, ErrorDetail::new(ErrorReason::Throttled)),
+        ErrorKind::Unavailable => (
+            Code::Unavailable,
+            ErrorDetail::new(ErrorReason::Unavailable),
+        ),
+        ErrorKind::NotFound => (Code::NotFound, ErrorDetail::new(ErrorReason::NotFound)),
+        ErrorKind::Busy(retry_after) => (
+            Code::Aborted,
+            ErrorDetail::new(ErrorReason::Busy).retry_after(retry_after),
+        ),
+        ErrorKind::Internal => (Code::Internal, ErrorDetail::new(ErrorReason::Unspecified)),
     };
     if matches!(
-        error,
-        SenderError::Internal(_) | SenderError::Unavailable(_)
+        error.kind,
+        ErrorKind::Internal | ErrorKind::Unavailable | ErrorKind::Configuration
     ) {
-        tracing::warn!(error = %error, "whatsapp call failed");
+        tracing::warn!(error = %error, aws_code = %error.aws_code, "whatsapp call failed");
     }
-    let detail = ErrorDetail {
-        reason: reason as i32,
-        aws_error_code: String::new(),
-    };
-    Status::with_details(code, error.to_string(), detail.encode_to_vec().into())
+    let detail = detail
+        .aws(error.operation, &error.aws_code)
+        .completed(error.completed_ids.clone());
+    parley_proto::errors::status(code, error.message, detail)
 }
 
 /// The gRPC service over a [`Sender`].
@@ -73,17 +94,22 @@ impl WhatsAppSender for SenderService {
         let to = recipient(&request.recipient).map_err(status)?;
         let content = request
             .content
-            .ok_or_else(|| status(SenderError::Invalid("content is required".into())))?;
-        let mut message_ids = Vec::new();
-        for payload in payloads(&to, &request.reply_to_message_id, content).map_err(status)? {
-            message_ids.push(
-                self.sender
-                    .send_payload(&origination, &payload)
-                    .await
-                    .map_err(status)?,
-            );
+            .ok_or_else(|| status(SenderError::invalid("content is required")))?;
+        let parts = payloads(&to, &request.reply_to_message_id, content).map_err(status)?;
+        if request.idempotency_key.len() > 512 {
+            return Err(status(SenderError::invalid(
+                "idempotency_key is longer than 512 bytes",
+            )));
         }
-        Ok(Response::new(pb::SendMessageResponse { message_ids }))
+        let sent = self
+            .sender
+            .send_parts(&origination, &parts, &request.idempotency_key)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::SendMessageResponse {
+            message_ids: sent.message_ids,
+            already_sent: sent.already_sent as u32,
+        }))
     }
 
     async fn mark_read(
@@ -96,9 +122,7 @@ impl WhatsAppSender for SenderService {
             .origination(&request.business_number_id)
             .map_err(status)?;
         if request.message_id.is_empty() {
-            return Err(status(SenderError::Invalid(
-                "message_id is required".into(),
-            )));
+            return Err(status(SenderError::invalid("message_id is required")));
         }
         self.sender
             .send_payload(
@@ -120,8 +144,8 @@ impl WhatsAppSender for SenderService {
                 message: Some(pb::upload_media_request::Message::Start(start)),
             }) => start,
             _ => {
-                return Err(status(SenderError::Invalid(
-                    "the first message must be an UploadMediaStart".into(),
+                return Err(status(SenderError::invalid(
+                    "the first message must be an UploadMediaStart",
                 )));
             }
         };
@@ -131,14 +155,25 @@ impl WhatsAppSender for SenderService {
             .map_err(status)?;
         let media = start.media.unwrap_or_default();
         crate::media::check(&media.mime_type, media.size_bytes).map_err(status)?;
-        let body = inbound.map(|message| match message {
-            Ok(pb::UploadMediaRequest {
-                message: Some(pb::upload_media_request::Message::Chunk(chunk)),
-            }) => Ok(chunk),
-            Ok(_) => Err(SenderError::Invalid(
-                "only chunks may follow the UploadMediaStart".into(),
-            )),
-            Err(e) => Err(SenderError::Invalid(format!("upload stream failed: {e}"))),
+        // The bytes go to S3 as they arrive, through a small channel (the
+        // SDK's body must be Sync; the gRPC stream is not).
+        let (tx, rx) = tokio::sync::mpsc::channel(2);
+        tokio::spawn(async move {
+            while let Some(message) = inbound.next().await {
+                let chunk = match message {
+                    Ok(pb::UploadMediaRequest {
+                        message: Some(pb::upload_media_request::Message::Chunk(chunk)),
+                    }) => Ok(chunk),
+                    Ok(_) => Err(SenderError::invalid(
+                        "only chunks may follow the UploadMediaStart",
+                    )),
+                    Err(e) => Err(SenderError::invalid(format!("upload stream failed: {e}"))),
+                };
+                let failed = chunk.is_err();
+                if tx.send(chunk).await.is_err() || failed {
+                    break;
+                }
+            }
         });
         let media_id = self
             .sender
@@ -146,7 +181,7 @@ impl WhatsAppSender for SenderService {
                 &origination,
                 &media.mime_type,
                 media.size_bytes,
-                Box::pin(body),
+                tokio_stream::wrappers::ReceiverStream::new(rx),
             )
             .await
             .map_err(status)?;

@@ -40,17 +40,17 @@ pub fn size_limit(mime_type: &str) -> Option<u64> {
 /// Checks media against WhatsApp's limits before anything is uploaded.
 pub fn check(mime_type: &str, size: u64) -> Result<()> {
     let Some(limit) = size_limit(mime_type) else {
-        return Err(SenderError::InvalidMedia(format!(
+        return Err(SenderError::invalid_media(format!(
             "WhatsApp does not accept {mime_type:?} media (images: jpeg/png; audio: aac/amr/mpeg/mp4/ogg-opus; video: mp4/3gpp; stickers: webp; documents: pdf, text, office)"
         )));
     };
     if size == 0 {
-        return Err(SenderError::InvalidMedia(
-            "media size must be declared and non-zero".into(),
+        return Err(SenderError::invalid_media(
+            "media size must be declared and non-zero",
         ));
     }
     if size > limit {
-        return Err(SenderError::InvalidMedia(format!(
+        return Err(SenderError::invalid_media(format!(
             "{mime_type} media of {size} bytes exceeds WhatsApp's {limit}-byte limit"
         )));
     }

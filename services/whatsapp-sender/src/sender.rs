@@ -2,15 +2,19 @@
 //! `aws-sdk-s3` clients: send messages, mark read, and move media in and
 //! out of WhatsApp through the media bucket.
 
-use std::collections::HashMap;
+use std::sync::Arc;
 
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_socialmessaging::{primitives::Blob, types::S3File};
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
+use parley_identity::{BusinessNumber, NumberDirectory};
 use serde_json::Value;
 
-use crate::error::{Result, SenderError};
+use crate::{
+    error::{ErrorKind, Result, SenderError},
+    ledger::{PartClaim, SendLedger},
+};
 
 /// Settings of the sender.
 #[derive(Debug, Clone)]
@@ -23,7 +27,79 @@ pub struct SenderConfig {
     pub media_prefix: String,
     /// Meta phone-number ids → EUM `phone-number-id-…` (the webhook carries
     /// the Meta id; the API wants the EUM one).
-    pub number_map: HashMap<String, String>,
+    pub number_map: NumberDirectory,
+    /// The AWS configuration; `None` loads the standard chain at start.
+    pub aws: Option<aws_config::SdkConfig>,
+    /// An S3 endpoint other than the AWS configuration's (local runs put
+    /// the media bucket on another stand-in than Social Messaging).
+    pub s3_endpoint: Option<String>,
+    /// The session service, for the send ledger that makes sends
+    /// effectively-once across replicas; `None` keeps the ledger in memory.
+    pub session: Option<parley_runtime::client::ClientConfig>,
+    /// How long a part claimed by a sender that vanished blocks a retry
+    /// before it is sent again.
+    pub ledger_claim_timeout: std::time::Duration,
+}
+
+impl SenderConfig {
+    /// Reads `PARLEY_WHATSAPP_META_API_VERSION`, `PARLEY_WHATSAPP_MEDIA_BUCKET`,
+    /// `PARLEY_WHATSAPP_MEDIA_PREFIX`, `PARLEY_WHATSAPP_NUMBER_MAP`
+    /// (`metaId=phone-number-id-…,…`), `PARLEY_WHATSAPP_S3_ENDPOINT` and
+    /// the session client (`PARLEY_SESSION_ENDPOINT`, …), and validates them.
+    pub fn from_settings(settings: &mut parley_runtime::config::Settings<'_>) -> Self {
+        let defaults = Self::default();
+        let number_map = match NumberDirectory::parse_pairs(
+            &settings.raw("whatsapp_number_map").unwrap_or_default(),
+        ) {
+            Ok(map) => map,
+            Err(problems) => {
+                for problem in problems {
+                    settings.problem("whatsapp_number_map", problem);
+                }
+                NumberDirectory::new()
+            }
+        };
+        let session = settings
+            .raw("session_endpoint")
+            .map(|_| parley_runtime::client::ClientConfig::from_settings(settings, "session", ""));
+        let config = Self {
+            meta_api_version: settings
+                .raw("whatsapp_meta_api_version")
+                .unwrap_or(defaults.meta_api_version),
+            media_bucket: settings.raw("whatsapp_media_bucket").unwrap_or_default(),
+            media_prefix: settings
+                .raw("whatsapp_media_prefix")
+                .unwrap_or(defaults.media_prefix),
+            number_map,
+            aws: None,
+            s3_endpoint: settings.raw("whatsapp_s3_endpoint"),
+            session,
+            ledger_claim_timeout: settings.millis(
+                "whatsapp_ledger_claim_timeout_ms",
+                defaults.ledger_claim_timeout,
+            ),
+        };
+        for (name, problem) in config.problems() {
+            settings.problem(name, problem);
+        }
+        config
+    }
+
+    /// What is wrong with this configuration, by setting name; checked at
+    /// start.
+    pub fn problems(&self) -> Vec<(&'static str, String)> {
+        let mut problems = Vec::new();
+        if self.media_bucket.trim().is_empty() {
+            problems.push((
+                "whatsapp_media_bucket",
+                "is required (media to and from WhatsApp is staged there)".into(),
+            ));
+        }
+        if self.meta_api_version.trim().is_empty() {
+            problems.push(("whatsapp_meta_api_version", "must not be empty".into()));
+        }
+        problems
+    }
 }
 
 impl Default for SenderConfig {
@@ -32,7 +108,11 @@ impl Default for SenderConfig {
             meta_api_version: "v23.0".into(),
             media_bucket: String::new(),
             media_prefix: "parley-media/".into(),
-            number_map: HashMap::new(),
+            number_map: NumberDirectory::new(),
+            aws: None,
+            s3_endpoint: None,
+            session: None,
+            ledger_claim_timeout: std::time::Duration::from_secs(60),
         }
     }
 }
@@ -52,49 +132,115 @@ pub struct DownloadedMedia {
 pub struct Sender {
     social: aws_sdk_socialmessaging::Client,
     s3: aws_sdk_s3::Client,
+    ledger: Arc<dyn SendLedger>,
     config: SenderConfig,
 }
 
+/// What a (possibly resumed) send did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sent {
+    /// WhatsApp message ids of every part, in order.
+    pub message_ids: Vec<String>,
+    /// How many parts earlier attempts had sent.
+    pub already_sent: usize,
+}
+
 impl Sender {
-    /// A sender with these clients and settings.
+    /// A sender with these clients, ledger and settings.
     pub fn new(
         social: aws_sdk_socialmessaging::Client,
         s3: aws_sdk_s3::Client,
+        ledger: Arc<dyn SendLedger>,
         config: SenderConfig,
     ) -> Self {
-        Self { social, s3, config }
+        Self {
+            social,
+            s3,
+            ledger,
+            config,
+        }
     }
 
-    /// The business number in the form the API accepts: `phone-number-id-…`
-    /// and ARNs as they are, Meta numeric ids through the configured map.
-    pub fn origination(&self, raw: &str) -> Result<String> {
-        let raw = raw.trim();
-        if raw.starts_with("phone-number-id-")
-            || (raw.starts_with("arn:") && raw.contains(":phone-number-id/"))
-        {
-            return Ok(raw.to_owned());
+    /// The business number in the form the API accepts (`phone-number-id-…`),
+    /// from that form, its ARN, or a Meta id the number map knows.
+    pub fn origination(&self, raw: &str) -> Result<BusinessNumber> {
+        Ok(self.config.number_map.resolve(raw)?)
+    }
+
+    /// Sends the parts of one message in order. With an idempotency key,
+    /// each part goes out at most once under `<key>#<n>`: parts an earlier
+    /// attempt sent are skipped (their ids returned), and a failure
+    /// part-way reports the parts sent so far.
+    pub async fn send_parts(
+        &self,
+        origination: &BusinessNumber,
+        parts: &[Value],
+        idempotency_key: &str,
+    ) -> Result<Sent> {
+        let mut sent = Sent {
+            message_ids: Vec::with_capacity(parts.len()),
+            already_sent: 0,
+        };
+        for (index, payload) in parts.iter().enumerate() {
+            if idempotency_key.is_empty() {
+                let id = self
+                    .send_payload(origination, payload)
+                    .await
+                    .map_err(|e| e.with_completed(sent.message_ids.clone()))?;
+                sent.message_ids.push(id);
+                continue;
+            }
+            let key = format!("{idempotency_key}#{index}");
+            let token = match self
+                .ledger
+                .claim(&key)
+                .await
+                .map_err(|e| e.with_completed(sent.message_ids.clone()))?
+            {
+                PartClaim::Sent(id) => {
+                    sent.message_ids.push(id);
+                    sent.already_sent += 1;
+                    continue;
+                }
+                PartClaim::InProgress(retry_after) => {
+                    return Err(SenderError::new(
+                        ErrorKind::Busy(retry_after),
+                        format!("part {index} of this message is being sent by another caller"),
+                    )
+                    .with_completed(sent.message_ids));
+                }
+                PartClaim::Claimed(token) => token,
+            };
+            match self.send_payload(origination, payload).await {
+                Ok(id) => {
+                    if let Err(e) = self.ledger.complete(&key, &token, &id).await {
+                        // Sent but not recorded: a retry after this claim's
+                        // timeout would send it again. Say so; carry on.
+                        tracing::warn!(error = %e, part = index, "sent part not recorded in the ledger");
+                    }
+                    sent.message_ids.push(id);
+                }
+                Err(error) => {
+                    let _ = self.ledger.release(&key, &token).await;
+                    return Err(error.with_completed(sent.message_ids));
+                }
+            }
         }
-        if !raw.is_empty() && raw.chars().all(|c| c.is_ascii_digit()) {
-            return self.config.number_map.get(raw).cloned().ok_or_else(|| {
-                SenderError::Invalid(format!(
-                    "Meta phone-number id {raw} is not mapped to an EUM phone-number-id (PARLEY_WHATSAPP_NUMBER_MAP)"
-                ))
-            });
-        }
-        Err(SenderError::Invalid(
-            "business_number_id must be a Meta phone-number id, phone-number-id-… or its ARN"
-                .into(),
-        ))
+        Ok(sent)
     }
 
     /// Sends one Cloud API payload; returns the WhatsApp message id.
-    pub async fn send_payload(&self, origination: &str, payload: &Value) -> Result<String> {
+    pub async fn send_payload(
+        &self,
+        origination: &BusinessNumber,
+        payload: &Value,
+    ) -> Result<String> {
         let bytes =
-            serde_json::to_vec(payload).map_err(|e| SenderError::Internal(e.to_string()))?;
+            serde_json::to_vec(payload).map_err(|e| SenderError::internal(e.to_string()))?;
         let sent = self
             .social
             .send_whats_app_message()
-            .origination_phone_number_id(origination)
+            .origination_phone_number_id(origination.as_str())
             .meta_api_version(&self.config.meta_api_version)
             .message(Blob::new(bytes))
             .send()
@@ -103,70 +249,81 @@ impl Sender {
         Ok(sent.message_id().unwrap_or_default().to_owned())
     }
 
-    /// Stages `body` (exactly `size` bytes) in the media bucket and hands it
-    /// to WhatsApp; returns the media id.
+    /// Streams `body` (exactly `size` bytes, never held whole in memory)
+    /// into the media bucket and hands it to WhatsApp; returns the media id.
     pub async fn upload<S>(
         &self,
-        origination: &str,
+        origination: &BusinessNumber,
         mime_type: &str,
         size: u64,
         body: S,
     ) -> Result<String>
     where
-        S: Stream<Item = Result<Bytes>> + Send + Unpin,
+        S: Stream<Item = Result<Bytes>> + Send + Sync + 'static,
     {
         crate::media::check(mime_type, size)?;
         if self.config.media_bucket.is_empty() {
-            return Err(SenderError::Internal(
-                "no media bucket configured (PARLEY_WHATSAPP_MEDIA_BUCKET)".into(),
+            return Err(SenderError::new(
+                ErrorKind::Configuration,
+                "no media bucket configured (PARLEY_WHATSAPP_MEDIA_BUCKET)",
             ));
-        }
-        // One buffer, bounded by WhatsApp's limit for this type (checked above).
-        let mut data = Vec::with_capacity(size as usize);
-        let mut body = body;
-        while let Some(chunk) = body.next().await {
-            data.extend_from_slice(&chunk?);
-            if data.len() as u64 > size {
-                return Err(SenderError::Invalid(format!(
-                    "more than the declared {size} bytes were sent"
-                )));
-            }
-        }
-        if data.len() as u64 != size {
-            return Err(SenderError::Invalid(format!(
-                "{} bytes were sent, {size} declared",
-                data.len()
-            )));
         }
         let key = format!(
             "{}outbound/{}",
             self.config.media_prefix,
             uuid::Uuid::new_v4()
         );
-        self.s3
+        // Count as the bytes pass: a body that is shorter or longer than
+        // declared is the caller's error, reported as such.
+        let counted = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let counter = counted.clone();
+        let frames = body.map(move |chunk| {
+            let chunk = chunk.map_err(|e| std::io::Error::other(e.to_string()))?;
+            let total = counter.fetch_add(chunk.len() as u64, std::sync::atomic::Ordering::SeqCst)
+                + chunk.len() as u64;
+            if total > size {
+                return Err(std::io::Error::other(format!(
+                    "more than the declared {size} bytes were sent"
+                )));
+            }
+            Ok(http_body::Frame::data(chunk))
+        });
+        let stream = ByteStream::from_body_1_x(http_body_util::StreamBody::new(frames));
+        let put = self
+            .s3
             .put_object()
             .bucket(&self.config.media_bucket)
             .key(&key)
             .content_type(mime_type)
-            .body(ByteStream::from(data))
+            .content_length(size as i64)
+            .body(stream)
             .send()
-            .await
-            .map_err(|e| {
-                SenderError::Unavailable(format!(
-                    "staging media in S3: {}",
-                    aws_sdk_s3::error::DisplayErrorContext(&e)
-                ))
-            })?;
+            .await;
+        let received = counted.load(std::sync::atomic::Ordering::SeqCst);
+        if received != size {
+            // Nothing usable was staged; drop whatever was.
+            let _ = self
+                .s3
+                .delete_object()
+                .bucket(&self.config.media_bucket)
+                .key(&key)
+                .send()
+                .await;
+            return Err(SenderError::invalid(format!(
+                "{received} bytes were sent, {size} declared"
+            )));
+        }
+        put.map_err(|e| SenderError::from_sdk("PutObject", e))?;
         let posted = self
             .social
             .post_whats_app_message_media()
-            .origination_phone_number_id(origination)
+            .origination_phone_number_id(origination.as_str())
             .source_s3_file(
                 S3File::builder()
                     .bucket_name(&self.config.media_bucket)
                     .key(&key)
                     .build()
-                    .map_err(|e| SenderError::Internal(e.to_string()))?,
+                    .map_err(|e| SenderError::internal(e.to_string()))?,
             )
             .send()
             .await
@@ -184,18 +341,23 @@ impl Sender {
 
     /// Has WhatsApp write a customer's media into the bucket, then streams
     /// it back with its MIME type and real size.
-    pub async fn download(&self, origination: &str, media_id: &str) -> Result<DownloadedMedia> {
+    pub async fn download(
+        &self,
+        origination: &BusinessNumber,
+        media_id: &str,
+    ) -> Result<DownloadedMedia> {
         if media_id.is_empty()
             || !media_id.chars().all(|c| c.is_ascii_alphanumeric())
             || media_id.len() > 100
         {
-            return Err(SenderError::Invalid(
-                "media_id must be 1 to 100 letters and digits".into(),
+            return Err(SenderError::invalid(
+                "media_id must be 1 to 100 letters and digits",
             ));
         }
         if self.config.media_bucket.is_empty() {
-            return Err(SenderError::Internal(
-                "no media bucket configured (PARLEY_WHATSAPP_MEDIA_BUCKET)".into(),
+            return Err(SenderError::new(
+                ErrorKind::Configuration,
+                "no media bucket configured (PARLEY_WHATSAPP_MEDIA_BUCKET)",
             ));
         }
         let prefix = format!(
@@ -206,14 +368,14 @@ impl Sender {
         let fetched = self
             .social
             .get_whats_app_message_media()
-            .origination_phone_number_id(origination)
+            .origination_phone_number_id(origination.as_str())
             .media_id(media_id)
             .destination_s3_file(
                 S3File::builder()
                     .bucket_name(&self.config.media_bucket)
                     .key(&prefix)
                     .build()
-                    .map_err(|e| SenderError::Internal(e.to_string()))?,
+                    .map_err(|e| SenderError::internal(e.to_string()))?,
             )
             .send()
             .await
@@ -231,18 +393,16 @@ impl Sender {
             .prefix(&prefix)
             .send()
             .await
-            .map_err(|e| {
-                SenderError::Unavailable(format!(
-                    "listing staged media: {}",
-                    aws_sdk_s3::error::DisplayErrorContext(&e)
-                ))
-            })?;
+            .map_err(|e| SenderError::from_sdk("ListObjectsV2", e))?;
         let key = listed
             .contents()
             .first()
             .and_then(|o| o.key())
             .ok_or_else(|| {
-                SenderError::NotFound(format!("media {media_id} did not arrive in the bucket"))
+                SenderError::new(
+                    ErrorKind::NotFound,
+                    format!("media {media_id} did not arrive in the bucket"),
+                )
             })?
             .to_owned();
         let object = self
@@ -252,12 +412,7 @@ impl Sender {
             .key(&key)
             .send()
             .await
-            .map_err(|e| {
-                SenderError::Unavailable(format!(
-                    "reading staged media: {}",
-                    aws_sdk_s3::error::DisplayErrorContext(&e)
-                ))
-            })?;
+            .map_err(|e| SenderError::from_sdk("GetObject", e))?;
         let size = object.content_length().unwrap_or(0).max(0) as u64;
         let s3 = self.s3.clone();
         let bucket = self.config.media_bucket.clone();
@@ -273,7 +428,7 @@ impl Sender {
                     Ok(None) => break,
                     Err(e) => {
                         let _ = tx
-                            .send(Err(SenderError::Unavailable(format!(
+                            .send(Err(SenderError::unavailable(format!(
                                 "reading staged media: {e}"
                             ))))
                             .await;

@@ -1,83 +1,48 @@
 //! Every WhatsAppSender RPC through the real Social Messaging and S3 SDK
-//! clients, against the sandbox (Social Messaging) and moto (S3).
+//! clients, against the sandbox (Social Messaging) and moto (S3), with the
+//! send ledger in the session service — the stack the builder starts.
 
+use std::time::Duration;
+
+use bytes::Bytes;
+use parley_client::{WhatsAppApi, media};
+use parley_local::{Component, Stack};
 use parley_proto::{
-    common::{ErrorDetail, ErrorReason, MediaHeader},
+    common::{ErrorReason, MediaHeader},
+    session::{ClaimMessageRequest, MessageOrigin},
     whatsapp::{
         Button, ButtonsAction, DownloadMediaRequest, InteractiveMessage, ListAction, ListRow,
         ListSection, MarkReadRequest, MediaKind, MediaMessage, ReactionMessage, SendMessageRequest,
-        TemplateMessage, TextMessage, UploadMediaRequest, UploadMediaStart,
-        download_media_response, interactive_message, send_message_request::Content,
-        upload_media_request, whats_app_sender_client::WhatsAppSenderClient,
+        TemplateMessage, TextMessage, UploadMediaStart, interactive_message,
+        send_message_request::Content,
     },
 };
-use parley_runtime::server::{GrpcServer, ServerConfig};
-use parley_sandbox::{RunningSandbox, SandboxConfig, moto, state::WhatsAppMedia};
-use parley_whatsapp_sender::{
-    grpc::SenderService,
-    sender::{Sender, SenderConfig},
-};
-use prost::Message as _;
-use tonic::{Code, transport::Channel};
+use parley_sandbox::state::WhatsAppMedia;
+use tonic::Code;
 
 const NUMBER: &str = "phone-number-id-0123456789abcdef0123456789abcdef";
-const BUCKET: &str = "parley-media";
+const META_ID: &str = "503650672828631";
 
-struct Harness {
-    sandbox: RunningSandbox,
-    client: WhatsAppSenderClient<Channel>,
-    s3: aws_sdk_s3::Client,
-    _moto: moto::Moto,
-    _stop: tokio::sync::oneshot::Sender<()>,
+async fn stack() -> Stack {
+    Stack::builder()
+        .with(Component::Session)
+        .with(Component::WhatsAppSender)
+        .with_moto()
+        .sender_config(|c| {
+            c.number_map
+                .insert(META_ID, NUMBER)
+                .expect("a valid mapping");
+            c.ledger_claim_timeout = Duration::from_secs(1);
+        })
+        .start()
+        .await
+        .expect("the stack starts")
 }
 
-async fn harness() -> Option<Harness> {
-    let moto = moto::start()?;
-    let moto_config = moto::aws_config(&moto.endpoint).await;
-    let s3 = moto::s3_client(&moto_config);
-    s3.create_bucket().bucket(BUCKET).send().await.unwrap();
-    let sandbox = parley_sandbox::start(
-        "127.0.0.1:0".parse().unwrap(),
-        SandboxConfig {
-            s3: Some(s3.clone()),
-            ..SandboxConfig::default()
-        },
-    )
-    .await
-    .unwrap();
-    let social = aws_sdk_socialmessaging::Client::new(&moto::aws_config(&sandbox.endpoint).await);
-    let sender = Sender::new(
-        social,
-        s3.clone(),
-        SenderConfig {
-            media_bucket: BUCKET.into(),
-            number_map: [("503650672828631".to_owned(), NUMBER.to_owned())].into(),
-            ..SenderConfig::default()
-        },
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(
-        GrpcServer::new(ServerConfig::local(address))
-            .add_service(SenderService::new(sender).into_server())
-            .serve(listener, async {
-                let _ = stopped.await;
-            }),
-    );
-    let client = WhatsAppSenderClient::new(
-        Channel::from_shared(format!("http://{address}"))
-            .unwrap()
-            .connect()
-            .await
-            .unwrap(),
-    );
-    Some(Harness {
-        sandbox,
-        client,
-        s3,
-        _moto: moto,
-        _stop: stop,
+fn text(body: &str) -> Content {
+    Content::Text(TextMessage {
+        body: body.into(),
+        preview_url: false,
     })
 }
 
@@ -87,32 +52,22 @@ fn request(content: Content, reply_to: &str) -> SendMessageRequest {
         recipient: "14155550123".into(),
         reply_to_message_id: reply_to.into(),
         content: Some(content),
+        idempotency_key: String::new(),
     }
-}
-
-fn reason(status: &tonic::Status) -> ErrorReason {
-    ErrorDetail::decode(status.details()).unwrap().reason()
 }
 
 #[tokio::test]
 async fn text_reactions_interactive_templates_and_read_receipts() {
-    let Some(mut h) = harness().await else { return };
+    let stack = stack().await;
+    let client = stack.whatsapp();
     // 5,000 characters: two messages, the first quoting the customer's.
     let body = "ok ".repeat(1_667);
-    let sent = h
-        .client
-        .send_message(request(
-            Content::Text(TextMessage {
-                body: body.clone(),
-                preview_url: false,
-            }),
-            "wamid.IN",
-        ))
+    let sent = client
+        .send_message(request(text(&body), "wamid.IN"))
         .await
-        .unwrap()
-        .into_inner();
+        .unwrap();
     assert_eq!(sent.message_ids.len(), 2);
-    h.client
+    client
         .send_message(request(
             Content::Reaction(ReactionMessage {
                 message_id: "wamid.IN".into(),
@@ -122,7 +77,7 @@ async fn text_reactions_interactive_templates_and_read_receipts() {
         ))
         .await
         .unwrap();
-    h.client
+    client
         .send_message(request(
             Content::Interactive(InteractiveMessage {
                 body: "How can we help?".into(),
@@ -144,7 +99,7 @@ async fn text_reactions_interactive_templates_and_read_receipts() {
         ))
         .await
         .unwrap();
-    h.client
+    client
         .send_message(request(
             Content::Interactive(InteractiveMessage {
                 body: "Pick a slot".into(),
@@ -165,7 +120,7 @@ async fn text_reactions_interactive_templates_and_read_receipts() {
         ))
         .await
         .unwrap();
-    h.client
+    client
         .send_message(request(
             Content::Template(TemplateMessage {
                 name: "order_update".into(),
@@ -177,25 +132,30 @@ async fn text_reactions_interactive_templates_and_read_receipts() {
         .await
         .unwrap();
     // The Meta numeric id works through the configured map.
-    h.client
+    client
         .mark_read(MarkReadRequest {
-            business_number_id: "503650672828631".into(),
+            business_number_id: META_ID.into(),
             message_id: "wamid.IN".into(),
             show_typing: true,
         })
         .await
         .unwrap();
+    // A customer known only by a business-scoped user id is addressed as
+    // `recipient`.
+    let mut by_user_id = request(text("hello"), "");
+    by_user_id.recipient = "US.13491208655302741918".into();
+    client.send_message(by_user_id).await.unwrap();
 
-    let sent = h.sandbox.sandbox.whatsapp_sent();
-    assert_eq!(sent.len(), 7);
+    let sent = stack.sandbox.sandbox.whatsapp_sent();
+    assert_eq!(sent.len(), 8);
     assert!(sent.iter().all(|s| s.origination == NUMBER));
     assert_eq!(sent[0].message["to"], "+14155550123");
     assert_eq!(sent[0].message["context"]["message_id"], "wamid.IN");
-    let text: String = sent[..2]
+    let joined: String = sent[..2]
         .iter()
         .map(|s| s.message["text"]["body"].as_str().unwrap())
         .collect();
-    assert_eq!(text, body, "nothing lost across the split");
+    assert_eq!(joined, body, "nothing lost across the split");
     assert_eq!(sent[2].message["reaction"]["emoji"], "👀");
     assert_eq!(sent[3].message["interactive"]["type"], "button");
     assert_eq!(
@@ -208,51 +168,143 @@ async fn text_reactions_interactive_templates_and_read_receipts() {
     );
     assert_eq!(sent[6].message["status"], "read");
     assert_eq!(sent[6].message["typing_indicator"]["type"], "text");
+    assert_eq!(sent[7].message["recipient"], "US.13491208655302741918");
+    assert!(sent[7].message.get("to").is_none());
 }
 
-fn upload_requests(mime: &str, bytes: &[u8], declared: u64) -> Vec<UploadMediaRequest> {
-    std::iter::once(UploadMediaRequest {
-        message: Some(upload_media_request::Message::Start(UploadMediaStart {
-            business_number_id: NUMBER.into(),
-            media: Some(MediaHeader {
-                mime_type: mime.into(),
-                file_name: String::new(),
-                size_bytes: declared,
-            }),
-        })),
-    })
-    .chain(bytes.chunks(8 * 1024).map(|c| UploadMediaRequest {
-        message: Some(upload_media_request::Message::Chunk(c.to_vec().into())),
-    }))
-    .collect()
+/// With an idempotency key, every part is sent at most once: a repeat
+/// sends nothing, and a retry after a failure part-way resumes at the
+/// first unsent part.
+#[tokio::test]
+async fn long_sends_are_effectively_once_and_resume_after_a_partial_failure() {
+    let mut stack = stack().await;
+    // See the first failure (the default policy would retry and resume).
+    stack.set_call_policy(parley_client::CallPolicy::default().once());
+    let client = stack.whatsapp();
+    let sandbox = &stack.sandbox.sandbox;
+    let body = "x".repeat(9_000); // three parts
+    let mut keyed = request(text(&body), "");
+    keyed.idempotency_key = "connect-msg-1".into();
+    let first = client.send_message(keyed.clone()).await.unwrap();
+    assert_eq!(first.message_ids.len(), 3);
+    assert_eq!(first.already_sent, 0);
+    // Sent again (an SQS redelivery, a second replica): nothing new goes out.
+    let again = client.send_message(keyed.clone()).await.unwrap();
+    assert_eq!(again.message_ids, first.message_ids);
+    assert_eq!(again.already_sent, 3);
+    assert_eq!(sandbox.whatsapp_sent().len(), 3);
+
+    // Part 0 goes through, part 1 is throttled beyond the SDK's retries.
+    let mut resumed = request(text(&body), "");
+    resumed.idempotency_key = "connect-msg-2".into();
+    sandbox.throttle_after(1, 10);
+    let failed = client.send_message(resumed.clone()).await.unwrap_err();
+    assert_eq!(failed.code, Code::Unavailable);
+    assert!(failed.is_retryable());
+    assert_eq!(
+        failed.completed_ids().len(),
+        1,
+        "the part sent before the failure is reported"
+    );
+    assert_eq!(failed.aws_code(), "ThrottledRequestException");
+    sandbox.throttle_next(0);
+    let retried = client.send_message(resumed).await.unwrap();
+    assert_eq!(retried.already_sent, 1);
+    assert_eq!(retried.message_ids[0], failed.completed_ids()[0]);
+    let parts: Vec<String> = sandbox.whatsapp_sent()[3..]
+        .iter()
+        .map(|s| s.message["text"]["body"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(parts.len(), 3, "no part twice");
+    assert_eq!(parts.concat(), body);
+}
+
+/// A sender that died after claiming a part (and perhaps sending it) holds
+/// the part until its claim times out: meanwhile a retry is told to wait
+/// (BUSY, retryable, with a delay); after it, the part is sent.
+#[tokio::test]
+async fn a_part_claimed_by_a_vanished_sender_is_retried_after_its_timeout() {
+    let mut stack = stack().await;
+    stack.set_call_policy(parley_client::CallPolicy::default().once());
+    let session = stack.session();
+    use parley_client::SessionApi;
+    let claimed = session
+        .claim_message(ClaimMessageRequest {
+            origin: MessageOrigin::WhatsappSend as i32,
+            message_id: "connect-msg-3#0".into(),
+            ttl_s: 0,
+            in_progress_timeout_s: 1,
+        })
+        .await
+        .unwrap();
+    assert!(!claimed.claim_token.is_empty());
+    let mut keyed = request(text("hello"), "");
+    keyed.idempotency_key = "connect-msg-3".into();
+    let busy = stack
+        .whatsapp()
+        .send_message(keyed.clone())
+        .await
+        .unwrap_err();
+    assert_eq!(busy.code, Code::Aborted);
+    assert_eq!(busy.reason(), ErrorReason::Busy);
+    assert!(busy.is_retryable());
+    assert!(busy.retry_after().is_some());
+    assert!(stack.sandbox.sandbox.whatsapp_sent().is_empty());
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    let sent = stack.whatsapp().send_message(keyed).await.unwrap();
+    assert_eq!(sent.message_ids.len(), 1);
+    assert_eq!(stack.sandbox.sandbox.whatsapp_sent().len(), 1);
+}
+
+fn upload_start(mime: &str, size: u64) -> UploadMediaStart {
+    UploadMediaStart {
+        business_number_id: NUMBER.into(),
+        media: Some(MediaHeader {
+            mime_type: mime.into(),
+            file_name: String::new(),
+            size_bytes: size,
+        }),
+    }
+}
+
+fn body_in_pieces(bytes: &[u8]) -> media::MediaBody {
+    let pieces: Vec<std::io::Result<Bytes>> = bytes
+        .chunks(8 * 1024)
+        .map(|c| Ok(Bytes::copy_from_slice(c)))
+        .collect();
+    futures::StreamExt::boxed(futures::stream::iter(pieces))
 }
 
 #[tokio::test]
-async fn voice_note_upload_then_send_by_id() {
-    let Some(mut h) = harness().await else { return };
+async fn voice_note_upload_streams_then_sends_by_id() {
+    let stack = stack().await;
+    let client = stack.whatsapp();
     let ogg: Vec<u8> = b"OggS"
         .iter()
         .copied()
-        .chain((0..50_000u32).map(|i| (i % 253) as u8))
+        .chain((0..3_000_000u32).map(|i| (i % 253) as u8))
         .collect();
-    let media_id = h
-        .client
-        .upload_media(tokio_stream::iter(upload_requests(
-            "audio/ogg; codecs=opus",
-            &ogg,
-            ogg.len() as u64,
-        )))
+    let media_id = client
+        .upload_media(
+            upload_start("audio/ogg; codecs=opus", ogg.len() as u64),
+            body_in_pieces(&ogg),
+        )
         .await
-        .unwrap()
-        .into_inner()
-        .media_id;
-    let stored = h.sandbox.sandbox.whatsapp_media(&media_id).unwrap();
+        .unwrap();
+    let stored = stack.sandbox.sandbox.whatsapp_media(&media_id).unwrap();
     assert_eq!(stored.bytes, ogg, "WhatsApp received the exact bytes");
     assert_eq!(stored.mime_type, "audio/ogg; codecs=opus");
-    let staged = h.s3.list_objects_v2().bucket(BUCKET).send().await.unwrap();
+    let staged = stack
+        .s3()
+        .unwrap()
+        .list_objects_v2()
+        .bucket(parley_local::stack::names::BUCKET)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(staged.key_count(), Some(0), "the staged copy is removed");
 
-    h.client
+    client
         .send_message(request(
             Content::Media(MediaMessage {
                 kind: MediaKind::Voice as i32,
@@ -263,107 +315,111 @@ async fn voice_note_upload_then_send_by_id() {
         ))
         .await
         .unwrap();
-    let sent = h.sandbox.sandbox.whatsapp_sent();
+    let sent = stack.sandbox.sandbox.whatsapp_sent();
     assert_eq!(sent[0].message["audio"]["id"], media_id.as_str());
 }
 
 #[tokio::test]
+async fn uploads_that_break_their_declared_size_are_the_callers_error() {
+    let stack = stack().await;
+    let client = stack.whatsapp();
+    let photo = vec![7u8; 100_000];
+    for declared in [50_000u64, 150_000] {
+        let error = client
+            .upload_media(upload_start("image/jpeg", declared), body_in_pieces(&photo))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            error.code,
+            Code::InvalidArgument,
+            "declared {declared}: {error}"
+        );
+        assert!(error.message.contains("declared"), "{error}");
+    }
+    assert!(
+        stack
+            .sandbox
+            .sandbox
+            .calls()
+            .iter()
+            .all(|c| c != "PostWhatsAppMessageMedia"),
+        "nothing was handed to WhatsApp"
+    );
+}
+
+#[tokio::test]
 async fn media_limits_are_checked_before_upload() {
-    let Some(mut h) = harness().await else { return };
+    let stack = stack().await;
+    let client = stack.whatsapp();
     for (mime, size, expected) in [
         ("image/heic", 100, "does not accept"),
         ("image/jpeg", 6 * 1024 * 1024, "exceeds"),
         ("audio/wav", 100, "does not accept"),
     ] {
-        let status = h
-            .client
-            .upload_media(tokio_stream::iter(upload_requests(mime, b"x", size)))
+        let error = client
+            .upload_media(upload_start(mime, size), media::body_from(&b"x"[..]))
             .await
             .unwrap_err();
-        assert_eq!(status.code(), Code::InvalidArgument);
-        assert_eq!(reason(&status), ErrorReason::InvalidMedia);
-        assert!(status.message().contains(expected), "{}", status.message());
+        assert_eq!(error.code, Code::InvalidArgument);
+        assert_eq!(error.reason(), ErrorReason::InvalidMedia);
+        assert!(error.message.contains(expected), "{}", error.message);
     }
     assert!(
-        h.sandbox.sandbox.calls().is_empty(),
+        stack.sandbox.sandbox.calls().is_empty(),
         "nothing reached the API"
     );
 }
 
 #[tokio::test]
 async fn customer_media_downloads_with_type_and_real_size() {
-    let Some(mut h) = harness().await else { return };
+    let stack = stack().await;
+    let client = stack.whatsapp();
     let photo: Vec<u8> = (0..70_000u32).map(|i| (i * 31 % 256) as u8).collect();
-    h.sandbox.sandbox.add_whatsapp_media(WhatsAppMedia {
+    stack.sandbox.sandbox.add_whatsapp_media(WhatsAppMedia {
         id: "1234567890".into(),
         mime_type: "image/jpeg".into(),
         bytes: photo.clone(),
     });
-    let mut stream = h
-        .client
+    let (header, bytes) = client
         .download_media(DownloadMediaRequest {
             business_number_id: NUMBER.into(),
             media_id: "1234567890".into(),
         })
         .await
-        .unwrap()
-        .into_inner();
-    let mut header = None;
-    let mut body = Vec::new();
-    while let Some(message) = stream.message().await.unwrap() {
-        match message.message {
-            Some(download_media_response::Message::Header(h)) => header = Some(h),
-            Some(download_media_response::Message::Chunk(c)) => body.extend_from_slice(&c),
-            None => {}
-        }
-    }
-    let header = header.unwrap();
+        .unwrap();
     assert_eq!(header.mime_type, "image/jpeg");
     assert_eq!(
         header.size_bytes, 70_000,
         "real bytes, not the API's kilobytes"
     );
-    assert_eq!(body, photo);
+    assert_eq!(media::collect(bytes, 1 << 20).await.unwrap(), photo);
 
-    let status = h
-        .client
+    let Err(missing) = client
         .download_media(DownloadMediaRequest {
             business_number_id: NUMBER.into(),
             media_id: "999".into(),
         })
         .await
-        .unwrap_err();
-    assert_eq!(status.code(), Code::NotFound);
+    else {
+        panic!("unknown media was downloaded")
+    };
+    assert_eq!(missing.code, Code::NotFound);
 }
 
 #[tokio::test]
 async fn bad_requests_are_refused_with_the_reason() {
-    let Some(mut h) = harness().await else { return };
-    let mut unknown = request(
-        Content::Text(TextMessage {
-            body: "hi".into(),
-            preview_url: false,
-        }),
-        "",
-    );
+    let stack = stack().await;
+    let client = stack.whatsapp();
+    let mut unknown = request(text("hi"), "");
     unknown.business_number_id = "999999".into();
-    let status = h.client.send_message(unknown).await.unwrap_err();
-    assert_eq!(status.code(), Code::InvalidArgument);
-    assert!(status.message().contains("not mapped"));
-    let mut bad_recipient = request(
-        Content::Text(TextMessage {
-            body: "hi".into(),
-            preview_url: false,
-        }),
-        "",
-    );
+    let error = client.send_message(unknown).await.unwrap_err();
+    assert_eq!(error.code, Code::FailedPrecondition);
+    assert_eq!(error.reason(), ErrorReason::Configuration);
+    assert!(error.message.contains("not mapped"));
+    let mut bad_recipient = request(text("hi"), "");
     bad_recipient.recipient = "not-a-number".into();
     assert_eq!(
-        h.client
-            .send_message(bad_recipient)
-            .await
-            .unwrap_err()
-            .code(),
+        client.send_message(bad_recipient).await.unwrap_err().code,
         Code::InvalidArgument
     );
     let too_many = request(
@@ -381,17 +437,36 @@ async fn bad_requests_are_refused_with_the_reason() {
         }),
         "",
     );
+    let error = client.send_message(too_many).await.unwrap_err();
+    assert_eq!(error.reason(), ErrorReason::LimitExceeded);
     assert!(
-        h.client
-            .send_message(too_many)
-            .await
-            .unwrap_err()
-            .message()
-            .contains("3 reply buttons")
+        error.message.contains("3 reply buttons"),
+        "{}",
+        error.message
     );
+    let long_row = request(
+        Content::Interactive(InteractiveMessage {
+            body: "b".into(),
+            action: Some(interactive_message::Action::List(ListAction {
+                button: "Open".into(),
+                sections: vec![ListSection {
+                    title: String::new(),
+                    rows: vec![ListRow {
+                        id: "r".into(),
+                        title: "a row title over 24 chars".into(),
+                        description: String::new(),
+                    }],
+                }],
+            })),
+            ..InteractiveMessage::default()
+        }),
+        "",
+    );
+    let error = client.send_message(long_row).await.unwrap_err();
+    assert_eq!(error.reason(), ErrorReason::LimitExceeded);
+    assert!(error.message.contains("rows[0].title"), "{}", error.message);
     // The API's own validation surfaces too: media never uploaded.
-    let status = h
-        .client
+    let error = client
         .send_message(request(
             Content::Media(MediaMessage {
                 kind: MediaKind::Image as i32,
@@ -402,24 +477,20 @@ async fn bad_requests_are_refused_with_the_reason() {
         ))
         .await
         .unwrap_err();
-    assert_eq!(status.code(), Code::InvalidArgument);
+    assert_eq!(error.code, Code::InvalidArgument);
+    assert_eq!(error.aws_code(), "ValidationException");
     assert!(
-        status.message().contains("never uploaded"),
+        error.message.contains("never uploaded"),
         "{}",
-        status.message()
+        error.message
     );
-    // Throttling beyond the SDK's retries is UNAVAILABLE.
-    h.sandbox.sandbox.throttle_next(10);
-    let status = h
-        .client
-        .send_message(request(
-            Content::Text(TextMessage {
-                body: "hi".into(),
-                preview_url: false,
-            }),
-            "",
-        ))
+    // Throttling beyond the SDK's retries is UNAVAILABLE, retryable.
+    stack.sandbox.sandbox.throttle_next(10);
+    let error = client
+        .send_message(request(text("hi"), ""))
         .await
         .unwrap_err();
-    assert_eq!(status.code(), Code::Unavailable);
+    assert_eq!(error.code, Code::Unavailable);
+    assert_eq!(error.reason(), ErrorReason::Throttled);
+    assert!(error.is_retryable());
 }

@@ -25,7 +25,7 @@ pub fn embedded_store() -> Arc<EmbeddedStore> {
 
 /// A conversation for customer number `n`.
 pub fn key(n: u32) -> ConversationKey {
-    ConversationKey::new(
+    ConversationKey::parse(
         "phone-number-id-0123456789abcdef0123456789abcdef",
         &format!("1415555{n:04}"),
     )
@@ -48,5 +48,10 @@ pub fn chat(key: &ConversationKey, contact: &str, expires_at_s: i64) -> ActiveCh
         updated_at_ms: 0,
         expires_at_s,
         version: 0,
+        last_customer_message_id: String::new(),
+        last_customer_message_at_ms: 0,
+        ended_at_ms: 0,
+        customer_phone: key.customer().phone().unwrap_or_default().into(),
+        client_token: String::new(),
     }
 }

@@ -1,6 +1,5 @@
-//! End-to-end tests for Parley: each test starts real `parley-*` binaries
-//! on loopback and talks to them as a user's system would. Helpers for
-//! finding and running the binaries live here.
+//! Running Parley's binaries as separate processes: finding them beside the
+//! tests, free ports, and waiting for health.
 
 use std::path::PathBuf;
 
