@@ -816,7 +816,28 @@ impl SessionStore for DynamoStore {
         }
     }
 
-    async fn abandon_creation(&self, key: &ConversationKey, lease_id: &str) -> Result<()> {
+    async fn abandon_creation(
+        &self,
+        key: &ConversationKey,
+        lease_id: &str,
+        forget_token: bool,
+    ) -> Result<()> {
+        if forget_token {
+            let deleted = self
+                .client
+                .delete_item()
+                .table_name(&self.table)
+                .key("pk", s(lease_pk(key)))
+                .condition_expression("leaseId = :id")
+                .expression_attribute_values(":id", s(lease_id))
+                .send()
+                .await;
+            return match deleted {
+                Ok(_) => Ok(()),
+                Err(e) if condition_failed(&e) => Ok(()),
+                Err(e) => Err(store_error(e)),
+            };
+        }
         // Expire rather than delete: the client token stays for the next
         // holder, in case Connect did open the chat.
         let updated = self

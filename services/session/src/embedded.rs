@@ -698,16 +698,22 @@ impl SessionStore for EmbeddedStore {
         .await
     }
 
-    async fn abandon_creation(&self, key: &ConversationKey, lease_id: &str) -> Result<()> {
+    async fn abandon_creation(
+        &self,
+        key: &ConversationKey,
+        lease_id: &str,
+        forget_token: bool,
+    ) -> Result<()> {
         let (id, lease_id) = (key.storage_id(), lease_id.to_owned());
         self.transact(move |tx| {
             // Expire rather than delete: the client token stays for the
             // next holder, in case Connect did open the chat.
-            tx.execute(
-                "UPDATE leases SET expires_at_ms = 0 WHERE conv = ?1 AND lease_id = ?2",
-                [id, lease_id],
-            )
-            .map_err(store_error)?;
+            let statement = if forget_token {
+                "DELETE FROM leases WHERE conv = ?1 AND lease_id = ?2"
+            } else {
+                "UPDATE leases SET expires_at_ms = 0 WHERE conv = ?1 AND lease_id = ?2"
+            };
+            tx.execute(statement, [id, lease_id]).map_err(store_error)?;
             Ok(())
         })
         .await

@@ -404,7 +404,7 @@ impl Session for SessionService {
         let key = key_from(request.key)?;
         require("lease_id", &request.lease_id).map_err(status)?;
         self.store
-            .abandon_creation(&key, &request.lease_id)
+            .abandon_creation(&key, &request.lease_id, request.forget_client_token)
             .await
             .map_err(status)?;
         Ok(Response::new(pb::AbandonChatCreationResponse {}))

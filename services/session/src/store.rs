@@ -48,9 +48,15 @@ pub trait SessionStore: Send + Sync + 'static {
         now: Millis,
     ) -> Result<ActiveChat>;
 
-    /// Expires a lease without storing a chat (keeping its client token).
-    /// Idempotent.
-    async fn abandon_creation(&self, key: &ConversationKey, lease_id: &str) -> Result<()>;
+    /// Expires a lease without storing a chat, keeping its client token for
+    /// the next holder unless `forget_token` (then the lease is deleted and
+    /// the next holder gets a fresh token). Idempotent.
+    async fn abandon_creation(
+        &self,
+        key: &ConversationKey,
+        lease_id: &str,
+        forget_token: bool,
+    ) -> Result<()>;
 
     /// Extends a creation lease to at least `now + extend_by`; returns the
     /// new expiry. `LeaseLost` when it is no longer the caller's.

@@ -249,9 +249,32 @@ async fn crashed_lease_holder_keeps_the_client_token(store: Arc<dyn SessionStore
     // failed StartChat may have opened the chat after all).
     let k3 = key(3);
     let lease = granted(&*store, &k3, T0).await;
-    store.abandon_creation(&k3, &lease.lease_id).await.unwrap();
+    store
+        .abandon_creation(&k3, &lease.lease_id, false)
+        .await
+        .unwrap();
     let next = granted(&*store, &k3, T0 + 1).await;
     assert_eq!(next.client_token, lease.client_token);
+
+    // …unless the caller stopped the contact it opened: then the token must
+    // not be reused (Connect would answer with the stopped contact).
+    let k4 = key(4);
+    let stopped = granted(&*store, &k4, T0).await;
+    store
+        .abandon_creation(&k4, &stopped.lease_id, true)
+        .await
+        .unwrap();
+    let fresh = granted(&*store, &k4, T0 + 1).await;
+    assert_ne!(fresh.client_token, stopped.client_token);
+    // Abandoning the old lease again (a retried call) leaves the new one be.
+    store
+        .abandon_creation(&k4, &stopped.lease_id, true)
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.try_lease(&k4, LEASE, T0 + 2).await.unwrap(),
+        LeaseAttempt::Busy { .. }
+    ));
 
     // A lease can be extended while StartChat runs long, only by its holder.
     let until = store
