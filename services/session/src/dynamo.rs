@@ -369,10 +369,10 @@ fn buffer_from_item(
     }
     buffer.flush_delay_ms = get_n_or_zero(item, "flushDelayMs") as u64;
     buffer.max_wait_ms = get_n_or_zero(item, "maxWaitMs") as u64;
-    let token = get_s_or_empty(item, "takeToken");
-    buffer.lease = (!token.is_empty()).then(|| pending::Lease {
-        take_token: token,
-        batch_id: get_s_or_empty(item, "batchId"),
+    let batch_id = get_s_or_empty(item, "batchId");
+    buffer.lease = (!batch_id.is_empty()).then(|| pending::Lease {
+        take_token: get_s_or_empty(item, "takeToken"),
+        batch_id,
         last_seq: get_n_or_zero(item, "batchLastSeq") as u64,
         until_ms: get_n_or_zero(item, "leasedUntilMs"),
     });

@@ -461,7 +461,7 @@ fn load_buffer(
         .collect();
     buffer.flush_delay_ms = delay as u64;
     buffer.max_wait_ms = max_wait as u64;
-    buffer.lease = (!token.is_empty()).then_some(pending::Lease {
+    buffer.lease = (!batch_id.is_empty()).then_some(pending::Lease {
         take_token: token,
         batch_id,
         last_seq: last_seq as u64,

@@ -49,7 +49,9 @@ impl StoredMessage {
     }
 }
 
-/// The batch currently leased out of a buffer.
+/// The batch currently leased out of a buffer — or given back and not yet
+/// acked (then `take_token` is empty): it is handed out again as the same
+/// batch.
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub struct Lease {
     /// Proves the lease.
@@ -194,7 +196,10 @@ impl PendingBuffer {
 
     /// Leases out up to `max_messages` (0: all) waiting messages. `Busy`
     /// while another batch is out; an empty batch (no token) when nothing
-    /// waits.
+    /// waits. A batch given back (released, or its lease expired) is handed
+    /// out again as the same batch — same id, same messages, nothing
+    /// appended since — so a caller deriving idempotency keys from it
+    /// repeats exactly the parts it may already have sent.
     pub fn take(
         &mut self,
         lease_for: Duration,
@@ -224,14 +229,28 @@ impl PendingBuffer {
                 state: self.state(now),
             });
         }
-        let count = match max_messages {
-            0 => self.messages.len(),
-            n => n.min(self.messages.len()),
+        let earlier = self.lease.as_ref().map(|l| {
+            let count = self
+                .messages
+                .iter()
+                .take_while(|m| m.seq <= l.last_seq)
+                .count();
+            (l.batch_id.clone(), count)
+        });
+        let (batch_id, count) = match earlier {
+            Some((batch_id, count)) if count > 0 => (batch_id, count),
+            _ => {
+                let count = match max_messages {
+                    0 => self.messages.len(),
+                    n => n.min(self.messages.len()),
+                };
+                (new_token(), count)
+            }
         };
         let batch = &self.messages[..count];
         let lease = Lease {
             take_token: new_token(),
-            batch_id: new_token(),
+            batch_id,
             last_seq: batch[count - 1].seq,
             until_ms: now + millis(lease_for),
         };
@@ -275,10 +294,14 @@ impl PendingBuffer {
         Ok(())
     }
 
-    /// Gives the leased batch back, due again `retry_after` from now.
+    /// Gives the leased batch back, due again `retry_after` from now; the
+    /// next take hands out the same batch.
     pub fn release(&mut self, token: &str, retry_after: Duration, now: Millis) -> Result<()> {
         self.own_lease(token)?;
-        self.lease = None;
+        if let Some(lease) = self.lease.as_mut() {
+            lease.take_token.clear();
+            lease.until_ms = 0;
+        }
         self.not_before_ms = now + millis(retry_after);
         self.version += 1;
         Ok(())
@@ -403,13 +426,28 @@ mod tests {
         b.release(&first.take_token, Duration::from_secs(3), T0 + 1)
             .unwrap();
         assert_eq!(b.due_at(T0 + 1), T0 + 3_001, "the release's backoff");
+        // The same batch comes back — same id, same messages, not "c" — so
+        // idempotency keys derived from it repeat exactly.
         let second = b.take(Duration::from_secs(10), 0, 0, T0 + 3_001).unwrap();
-        assert_eq!(ids(&second.messages), ["a", "b", "c"]);
+        assert_eq!(ids(&second.messages), ["a", "b"]);
+        assert_eq!(second.batch_id, first.batch_id);
+        assert_ne!(second.take_token, first.take_token);
         assert_eq!(second.state.attempts, 2);
-        // The holder vanishes; after the lease, the next caller gets the same head.
+        // The holder vanishes; after the lease, the next caller gets the same batch.
         let third = b.take(Duration::from_secs(10), 0, 0, T0 + 13_002).unwrap();
-        assert_eq!(ids(&third.messages), ["a", "b", "c"]);
-        // The vanished holder can no longer ack or release.
+        assert_eq!(ids(&third.messages), ["a", "b"]);
+        assert_eq!(third.batch_id, first.batch_id);
+        // Once it is acked, the rest is a new batch.
+        b.ack(&third.take_token).unwrap();
+        let fourth = b.take(Duration::from_secs(10), 0, 0, T0 + 13_003).unwrap();
+        assert_eq!(ids(&fourth.messages), ["c"]);
+        assert_ne!(fourth.batch_id, first.batch_id);
+        // The vanished holder can no longer ack or release, nor can a
+        // holder that gave its batch back.
+        assert!(matches!(
+            b.ack(&first.take_token),
+            Err(SessionError::LeaseLost(_))
+        ));
         assert!(matches!(
             b.ack(&second.take_token),
             Err(SessionError::LeaseLost(_))

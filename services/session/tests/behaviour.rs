@@ -709,8 +709,9 @@ async fn pending_two_phase_take(store: Arc<dyn SessionStore>) {
         )
         .await
         .unwrap();
-    // The lease expires: the buffer is due again and the batch is back at
-    // the head, in order, with the new message after it.
+    // The lease expires: the buffer is due again and the same batch is
+    // handed out again — same id, same messages, the new one not joined
+    // (so idempotency keys derived from the batch repeat exactly).
     let due = store.list_due(inbound, 10, T0 + 11_001).await.unwrap();
     assert_eq!(due.len(), 1);
     assert_eq!(due[0].key, k);
@@ -718,10 +719,8 @@ async fn pending_two_phase_take(store: Arc<dyn SessionStore>) {
         .take_pending(&k, inbound, Duration::from_secs(10), 0, 0, T0 + 11_001)
         .await
         .unwrap();
-    assert_eq!(
-        ids(&second.messages),
-        ["wamid.1", "wamid.2", "wamid.3", "wamid.4"]
-    );
+    assert_eq!(ids(&second.messages), ["wamid.1", "wamid.2", "wamid.3"]);
+    assert_eq!(second.batch_id, first.batch_id);
     assert_eq!(second.state.attempts, 2);
     // The dead taker's token no longer acks anything.
     assert!(matches!(
@@ -753,18 +752,24 @@ async fn pending_two_phase_take(store: Arc<dyn SessionStore>) {
         .take_pending(&k, inbound, Duration::from_secs(10), 2, 0, T0 + 17_000)
         .await
         .unwrap();
-    assert_eq!(ids(&third.messages), ["wamid.1", "wamid.2"], "max_messages");
+    assert_eq!(
+        ids(&third.messages),
+        ["wamid.1", "wamid.2", "wamid.3"],
+        "a given-back batch comes back whole, whatever max_messages says"
+    );
+    assert_eq!(third.batch_id, first.batch_id);
     let acked = store
         .ack_pending(&k, inbound, &third.take_token, T0 + 17_001)
         .await
         .unwrap();
-    assert_eq!(acked.message_count, 2);
+    assert_eq!(acked.message_count, 1);
     assert_eq!(acked.attempts, 0);
     let rest = store
         .take_pending(&k, inbound, Duration::from_secs(10), 0, 0, T0 + 17_002)
         .await
         .unwrap();
-    assert_eq!(ids(&rest.messages), ["wamid.3", "wamid.4"]);
+    assert_eq!(ids(&rest.messages), ["wamid.4"]);
+    assert_ne!(rest.batch_id, first.batch_id);
     let emptied = store
         .ack_pending(&k, inbound, &rest.take_token, T0 + 17_003)
         .await
