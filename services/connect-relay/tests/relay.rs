@@ -470,6 +470,30 @@ async fn attachment_upload_failures_are_told_apart() {
 }
 
 #[tokio::test]
+async fn a_retried_attachment_with_its_client_token_is_attached_once() {
+    let stack = stack().await;
+    let client = stack.connect();
+    let chat = start(&stack, "hi", "wamid.r").await;
+    let bytes = vec![5u8; 20_000];
+    let send = || {
+        let mut start = attachment(&chat.connection_token, "photo.jpg", "image/jpeg", 20_000);
+        start.client_token = "wamid.r#media".into();
+        client.send_attachment(start, body(&bytes))
+    };
+    let first = send().await.unwrap().attachment_id;
+    // The gateway died before recording it and sends it again.
+    let second = send().await.unwrap().attachment_id;
+    assert_eq!(first, second);
+    let contact = stack.sandbox.sandbox.contact(&chat.contact_id).unwrap();
+    let attached = contact
+        .transcript
+        .iter()
+        .filter(|i| i.kind == "ATTACHMENT")
+        .count();
+    assert_eq!(attached, 1);
+}
+
+#[tokio::test]
 async fn disallowed_or_oversized_attachments_are_refused_before_any_upload() {
     let stack = stack().await;
     let client = stack.connect();

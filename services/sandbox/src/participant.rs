@@ -252,6 +252,7 @@ struct StartAttachmentUpload {
     content_type: String,
     attachment_size_in_bytes: u64,
     attachment_name: String,
+    client_token: Option<String>,
 }
 
 async fn start_attachment_upload(
@@ -263,7 +264,29 @@ async fn start_attachment_upload(
     let contact_id = sandbox.authorise(&bearer(&headers)?)?;
     let request: StartAttachmentUpload = parse_json(API, &body)?;
     check_attachment(&request.attachment_name, request.attachment_size_in_bytes)?;
-    let id = new_id();
+    // A retried start (same ClientToken) names the same attachment, so a
+    // retried upload cannot add it to the chat twice.
+    let id = match request
+        .client_token
+        .as_deref()
+        .and_then(|token| sandbox.idempotent("StartAttachmentUpload", token))
+    {
+        Some(previous) => previous["AttachmentId"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned(),
+        None => new_id(),
+    };
+    if let Some(token) = &request.client_token {
+        sandbox.remember(
+            "StartAttachmentUpload",
+            token,
+            &json!({ "AttachmentId": id }),
+        );
+    }
+    if sandbox.attachment(&id).is_some() {
+        return Ok(Json(upload_metadata(&sandbox, &id, &request.content_type)));
+    }
     sandbox.add_attachment(Attachment {
         id: id.clone(),
         contact_id,
@@ -273,17 +296,22 @@ async fn start_attachment_upload(
         bytes: None,
         completed: false,
     });
-    Ok(Json(json!({
+    Ok(Json(upload_metadata(&sandbox, &id, &request.content_type)))
+}
+
+/// StartAttachmentUpload's answer: where to PUT the bytes, for 5 minutes.
+fn upload_metadata(sandbox: &Sandbox, id: &str, content_type: &str) -> Value {
+    json!({
         "AttachmentId": id,
         "UploadMetadata": {
-            "Url": sandbox.file_url(&id, 300),
+            "Url": sandbox.file_url(id, 300),
             "UrlExpiry": iso8601(now_ms() + 300_000),
             "HeadersToInclude": {
-                "Content-Type": request.content_type,
+                "Content-Type": content_type,
                 "x-amz-meta-attachment-id": id,
             }
         }
-    })))
+    })
 }
 
 impl Sandbox {
