@@ -152,7 +152,10 @@ pub struct RouteError(pub String);
 impl Routing {
     /// Parses and validates a routing file's text, with `env` overriding
     /// the defaults (`PARLEY_DEFAULT_<FIELD>`); every problem at once.
-    pub fn parse(text: &str, env: &dyn parley_runtime::config::EnvSource) -> Result<Self, Vec<String>> {
+    pub fn parse(
+        text: &str,
+        env: &dyn parley_runtime::config::EnvSource,
+    ) -> Result<Self, Vec<String>> {
         let mut problems = Vec::new();
         let file: File = match toml::from_str(text) {
             Ok(file) => file,
@@ -163,7 +166,13 @@ impl Routing {
         // The defaults are a route of their own only when unknown numbers
         // use them; otherwise they only fill in the numbers' sections.
         let mut base_problems = Vec::new();
-        let base = resolve("defaults", &Section::default(), &defaults, None, &mut base_problems);
+        let base = resolve(
+            "defaults",
+            &Section::default(),
+            &defaults,
+            None,
+            &mut base_problems,
+        );
         if file.unknown_numbers == UnknownNumbers::Default {
             if base.instance_id.is_empty() || base.contact_flow_id.is_empty() {
                 base_problems.push(
@@ -188,7 +197,13 @@ impl Routing {
             {
                 problems.push(format!("[numbers.\"{name}\"].meta_id: {e}"));
             }
-            let route = resolve(name, section, &defaults, Some(number.clone()), &mut problems);
+            let route = resolve(
+                name,
+                section,
+                &defaults,
+                Some(number.clone()),
+                &mut problems,
+            );
             routes.insert(number, route);
         }
         if problems.is_empty() {
@@ -204,7 +219,10 @@ impl Routing {
     }
 
     /// Reads and validates the file at `path`.
-    pub fn load(path: &Path, env: &dyn parley_runtime::config::EnvSource) -> Result<Self, Vec<String>> {
+    pub fn load(
+        path: &Path,
+        env: &dyn parley_runtime::config::EnvSource,
+    ) -> Result<Self, Vec<String>> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| vec![format!("cannot read {}: {e}", path.display())])?;
         Self::parse(&text, env)
@@ -233,14 +251,21 @@ impl Routing {
     }
 }
 
-fn apply_env(section: &mut Section, env: &dyn parley_runtime::config::EnvSource, problems: &mut Vec<String>) {
+fn apply_env(
+    section: &mut Section,
+    env: &dyn parley_runtime::config::EnvSource,
+    problems: &mut Vec<String>,
+) {
     let var = |name: &str| env.var(&format!("PARLEY_DEFAULT_{}", name.to_ascii_uppercase()));
-    let mut number = |name: &str, problems: &mut Vec<String>| -> Option<u64> {
+    let number = |name: &str, problems: &mut Vec<String>| -> Option<u64> {
         let raw = var(name)?;
         match raw.trim().parse() {
             Ok(n) => Some(n),
             Err(e) => {
-                problems.push(format!("PARLEY_DEFAULT_{} = {raw:?}: {e}", name.to_ascii_uppercase()));
+                problems.push(format!(
+                    "PARLEY_DEFAULT_{} = {raw:?}: {e}",
+                    name.to_ascii_uppercase()
+                ));
                 None
             }
         }
@@ -318,7 +343,10 @@ fn resolve(
         ));
     }
     if !(60..=10_080).contains(&route.chat_duration_minutes) {
-        problems.push(format!("{}: must be within 60..=10080", at("chat_duration_minutes")));
+        problems.push(format!(
+            "{}: must be within 60..=10080",
+            at("chat_duration_minutes")
+        ));
     }
     if route.language.is_empty() && route.language_options.len() < 2 {
         problems.push(format!(
@@ -327,19 +355,33 @@ fn resolve(
         ));
     }
     if !route.language.is_empty() && !route.language_options.is_empty() {
-        problems.push(format!("{}: set language or language_options, not both", at("language")));
+        problems.push(format!(
+            "{}: set language or language_options, not both",
+            at("language")
+        ));
     }
-    if !route.preferred_language.is_empty() && !route.language_options.contains(&route.preferred_language) {
-        problems.push(format!("{}: must be one of language_options", at("preferred_language")));
+    if !route.preferred_language.is_empty()
+        && !route.language_options.contains(&route.preferred_language)
+    {
+        problems.push(format!(
+            "{}: must be one of language_options",
+            at("preferred_language")
+        ));
     }
     if route.max_wait < route.buffer && !route.max_wait.is_zero() {
         problems.push(format!("{}: must be at least buffer_ms", at("max_wait_ms")));
     }
     if route.max_wait > Duration::from_secs(300) || route.buffer > Duration::from_secs(300) {
-        problems.push(format!("{}: buffering over 5 minutes keeps customers waiting", at("max_wait_ms")));
+        problems.push(format!(
+            "{}: buffering over 5 minutes keeps customers waiting",
+            at("max_wait_ms")
+        ));
     }
     if route.echo_transcript && !route.echo_template.contains("{transcript}") {
-        problems.push(format!("{}: must contain {{transcript}}", at("echo_template")));
+        problems.push(format!(
+            "{}: must contain {{transcript}}",
+            at("echo_template")
+        ));
     }
     route
 }
@@ -360,7 +402,10 @@ impl LiveRouting {
 
     /// The routing in force now.
     pub fn get(&self) -> Arc<Routing> {
-        self.current.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Watches `path` (every `interval`): a changed file that validates
@@ -379,7 +424,8 @@ impl LiveRouting {
                 seen = now;
                 match Routing::load(&path, &parley_runtime::config::ProcessEnv) {
                     Ok(routing) => {
-                        *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(routing);
+                        *self.current.write().unwrap_or_else(|e| e.into_inner()) =
+                            Arc::new(routing);
                         tracing::info!(file = %path.display(), "routing reloaded");
                     }
                     Err(problems) => tracing::warn!(
@@ -402,7 +448,10 @@ mod tests {
     const NUMBER: &str = "phone-number-id-0123456789abcdef0123456789abcdef";
 
     fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -431,9 +480,16 @@ mod tests {
         let route = routing.route(&number).unwrap();
         assert_eq!(route.instance_id, "i-1");
         assert_eq!(route.contact_flow_id, "f-sales");
-        assert_eq!(route.buffer, Duration::ZERO, "buffering off for this number");
+        assert_eq!(
+            route.buffer,
+            Duration::ZERO,
+            "buffering off for this number"
+        );
         assert_eq!(route.language_options, ["es-US", "en-US"]);
-        assert_eq!(routing.directory().resolve("106540352242922").unwrap(), number);
+        assert_eq!(
+            routing.directory().resolve("106540352242922").unwrap(),
+            number
+        );
         let other = BusinessNumber::parse("phone-number-id-ffff").unwrap();
         let fallback = routing.route(&other).unwrap();
         assert_eq!(fallback.contact_flow_id, "f-1");
@@ -491,7 +547,9 @@ mod tests {
             &env(&[("PARLEY_DEFAULT_INSTANCE_ID", "i-env")]),
         )
         .unwrap();
-        let route = routing.route(&BusinessNumber::parse(NUMBER).unwrap()).unwrap();
+        let route = routing
+            .route(&BusinessNumber::parse(NUMBER).unwrap())
+            .unwrap();
         assert_eq!(route.instance_id, "i-env");
         let refused = routing
             .route(&BusinessNumber::parse("phone-number-id-ffff").unwrap())

@@ -20,7 +20,9 @@ pub fn parse(item: &Value, attributes: &BTreeMap<String, String>) -> Result<Agen
         ));
     }
     if item.get("Transcript").is_some() || item.get("Participants").is_some() {
-        return Err(ParseError::new("a chat transcript, not a streaming notification"));
+        return Err(ParseError::new(
+            "a chat transcript, not a streaming notification",
+        ));
     }
     let id = str_at(item, "Id");
     if id.is_empty() {
@@ -106,13 +108,11 @@ mod tests {
         let item = json!({"Id": "m1", "Type": "MESSAGE", "ContentType": "text/plain", "Content": "hi",
             "ParticipantRole": "AGENT", "ContactId": "old", "InitialContactId": "first",
             "AbsoluteTime": "2021-09-08T13:28:24.656Z"});
-        let attributes: BTreeMap<String, String> = [
-            ("MessageVisibility", "ALL"),
-            ("ContactId", "new"),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.into(), v.into()))
-        .collect();
+        let attributes: BTreeMap<String, String> =
+            [("MessageVisibility", "ALL"), ("ContactId", "new")]
+                .into_iter()
+                .map(|(k, v)| (k.into(), v.into()))
+                .collect();
         let parsed = parse(&item, &attributes).unwrap();
         assert_eq!(parsed.contact_id, "new");
         assert_eq!(parsed.initial_contact_id, "first");

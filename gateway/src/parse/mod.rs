@@ -89,17 +89,26 @@ pub fn payload(body: &str, attributes: &BTreeMap<String, String>) -> Result<Payl
     Ok(Payload {
         message,
         attributes: merged,
-        sns_message_id: value.get("MessageId").and_then(Value::as_str).map(str::to_owned),
+        sns_message_id: value
+            .get("MessageId")
+            .and_then(Value::as_str)
+            .map(str::to_owned),
     })
 }
 
 /// Parses an inbound event (End User Messaging Social or a Meta webhook).
-pub fn inbound(body: &str, attributes: &BTreeMap<String, String>) -> Result<whatsapp::Webhook, ParseError> {
+pub fn inbound(
+    body: &str,
+    attributes: &BTreeMap<String, String>,
+) -> Result<whatsapp::Webhook, ParseError> {
     whatsapp::parse(&payload(body, attributes)?.message)
 }
 
 /// Parses an outbound event (Connect chat streaming).
-pub fn outbound(body: &str, attributes: &BTreeMap<String, String>) -> Result<AgentItem, ParseError> {
+pub fn outbound(
+    body: &str,
+    attributes: &BTreeMap<String, String>,
+) -> Result<AgentItem, ParseError> {
     let payload = payload(body, attributes)?;
     connect::parse(&payload.message, &payload.attributes)
 }

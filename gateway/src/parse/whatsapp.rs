@@ -83,10 +83,12 @@ pub fn parse(payload: &Value) -> Result<Webhook, ParseError> {
         let Some(text) = entry.as_str() else {
             return Err(ParseError::new("whatsAppWebhookEntry is not a string"));
         };
-        let entry: Value = serde_json::from_str(text).map_err(|e| {
-            ParseError::new(format!("whatsAppWebhookEntry is not JSON: {e}"))
-        })?;
-        if let Some(ids) = payload.pointer("/context/MetaPhoneNumberIds").and_then(Value::as_array) {
+        let entry: Value = serde_json::from_str(text)
+            .map_err(|e| ParseError::new(format!("whatsAppWebhookEntry is not JSON: {e}")))?;
+        if let Some(ids) = payload
+            .pointer("/context/MetaPhoneNumberIds")
+            .and_then(Value::as_array)
+        {
             for id in ids {
                 let (meta, arn) = (str_at(id, "metaPhoneNumberId"), str_at(id, "arn"));
                 if !meta.is_empty() && !arn.is_empty() {
@@ -121,7 +123,10 @@ fn read_entry(entry: &Value, webhook: &mut Webhook) -> Result<(), ParseError> {
         return Err(ParseError::new("a webhook entry without changes[]"));
     };
     for change in changes {
-        let field = change.get("field").and_then(Value::as_str).unwrap_or("messages");
+        let field = change
+            .get("field")
+            .and_then(Value::as_str)
+            .unwrap_or("messages");
         if field != "messages" {
             // Account and template updates are not conversation events.
             continue;
@@ -141,7 +146,12 @@ pub fn read_value(value: &Value, webhook: &mut Webhook) {
         .map(json_str)
         .unwrap_or_default();
     let contacts = value.get("contacts").and_then(Value::as_array);
-    for message in value.get("messages").and_then(Value::as_array).into_iter().flatten() {
+    for message in value
+        .get("messages")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
         let from = str_at(message, "from");
         let from_user_id = str_at(message, "from_user_id");
         let profile_name = contacts
@@ -162,13 +172,22 @@ pub fn read_value(value: &Value, webhook: &mut Webhook) {
             from,
             from_user_id,
             profile_name,
-            timestamp_s: message.get("timestamp").map(json_str).and_then(|t| t.parse().ok()).unwrap_or(0),
+            timestamp_s: message
+                .get("timestamp")
+                .map(json_str)
+                .and_then(|t| t.parse().ok())
+                .unwrap_or(0),
             context: context(message),
             referral: referral(message),
             content: content(message),
         });
     }
-    for status in value.get("statuses").and_then(Value::as_array).into_iter().flatten() {
+    for status in value
+        .get("statuses")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
         webhook.statuses.push(RawStatus {
             meta_phone_number_id: number.clone(),
             wamid: str_at(status, "id"),
@@ -180,7 +199,11 @@ pub fn read_value(value: &Value, webhook: &mut Webhook) {
                 "failed" => StatusKind::Failed,
                 other => StatusKind::Other(other.to_owned()),
             },
-            timestamp_s: status.get("timestamp").map(json_str).and_then(|t| t.parse().ok()).unwrap_or(0),
+            timestamp_s: status
+                .get("timestamp")
+                .map(json_str)
+                .and_then(|t| t.parse().ok())
+                .unwrap_or(0),
             recipient: str_at(status, "recipient_id"),
             errors: errors(status.get("errors")),
         });
@@ -214,7 +237,10 @@ fn context(message: &Value) -> MessageContext {
     };
     MessageContext {
         reply_to: str_at(context, "id"),
-        forwarded: context.get("forwarded").and_then(Value::as_bool).unwrap_or(false),
+        forwarded: context
+            .get("forwarded")
+            .and_then(Value::as_bool)
+            .unwrap_or(false),
         frequently_forwarded: context
             .get("frequently_forwarded")
             .and_then(Value::as_bool)
@@ -246,7 +272,10 @@ fn media(message: &Value, kind: MediaKind, field: &str) -> Content {
         caption: str_at(body, "caption"),
         file_name: str_at(body, "filename"),
         voice: body.get("voice").and_then(Value::as_bool).unwrap_or(false),
-        animated: body.get("animated").and_then(Value::as_bool).unwrap_or(false),
+        animated: body
+            .get("animated")
+            .and_then(Value::as_bool)
+            .unwrap_or(false),
     }
 }
 
@@ -284,7 +313,10 @@ fn content(message: &Value) -> Content {
             let number = |name: &str| {
                 location
                     .get(name)
-                    .and_then(|v| v.as_f64().or_else(|| v.as_str().and_then(|s| s.parse().ok())))
+                    .and_then(|v| {
+                        v.as_f64()
+                            .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+                    })
                     .unwrap_or(0.0)
             };
             Content::Location {
@@ -337,15 +369,27 @@ fn content(message: &Value) -> Content {
             match str_at(interactive, "type").as_str() {
                 "button_reply" => Content::Interactive {
                     kind: ReplyKind::Button,
-                    id: interactive.pointer("/button_reply/id").map(json_str).unwrap_or_default(),
-                    title: interactive.pointer("/button_reply/title").map(json_str).unwrap_or_default(),
+                    id: interactive
+                        .pointer("/button_reply/id")
+                        .map(json_str)
+                        .unwrap_or_default(),
+                    title: interactive
+                        .pointer("/button_reply/title")
+                        .map(json_str)
+                        .unwrap_or_default(),
                     description: String::new(),
                     response_json: String::new(),
                 },
                 "list_reply" => Content::Interactive {
                     kind: ReplyKind::List,
-                    id: interactive.pointer("/list_reply/id").map(json_str).unwrap_or_default(),
-                    title: interactive.pointer("/list_reply/title").map(json_str).unwrap_or_default(),
+                    id: interactive
+                        .pointer("/list_reply/id")
+                        .map(json_str)
+                        .unwrap_or_default(),
+                    title: interactive
+                        .pointer("/list_reply/title")
+                        .map(json_str)
+                        .unwrap_or_default(),
                     description: interactive
                         .pointer("/list_reply/description")
                         .map(json_str)
@@ -355,8 +399,14 @@ fn content(message: &Value) -> Content {
                 "nfm_reply" => Content::Interactive {
                     kind: ReplyKind::Flow,
                     id: String::new(),
-                    title: interactive.pointer("/nfm_reply/name").map(json_str).unwrap_or_default(),
-                    description: interactive.pointer("/nfm_reply/body").map(json_str).unwrap_or_default(),
+                    title: interactive
+                        .pointer("/nfm_reply/name")
+                        .map(json_str)
+                        .unwrap_or_default(),
+                    description: interactive
+                        .pointer("/nfm_reply/body")
+                        .map(json_str)
+                        .unwrap_or_default(),
                     response_json: interactive
                         .pointer("/nfm_reply/response_json")
                         .map(json_str)
@@ -366,8 +416,14 @@ fn content(message: &Value) -> Content {
             }
         }
         "button" => Content::Button {
-            text: message.pointer("/button/text").map(json_str).unwrap_or_default(),
-            payload: message.pointer("/button/payload").map(json_str).unwrap_or_default(),
+            text: message
+                .pointer("/button/text")
+                .map(json_str)
+                .unwrap_or_default(),
+            payload: message
+                .pointer("/button/payload")
+                .map(json_str)
+                .unwrap_or_default(),
         },
         "order" => {
             let order = message.get("order").unwrap_or(&Value::Null);
@@ -383,11 +439,17 @@ fn content(message: &Value) -> Content {
                         product_retailer_id: str_at(item, "product_retailer_id"),
                         quantity: item
                             .get("quantity")
-                            .and_then(|q| q.as_f64().or_else(|| q.as_str().and_then(|s| s.parse().ok())))
+                            .and_then(|q| {
+                                q.as_f64()
+                                    .or_else(|| q.as_str().and_then(|s| s.parse().ok()))
+                            })
                             .unwrap_or(0.0),
                         item_price: item
                             .get("item_price")
-                            .and_then(|p| p.as_f64().or_else(|| p.as_str().and_then(|s| s.parse().ok())))
+                            .and_then(|p| {
+                                p.as_f64()
+                                    .or_else(|| p.as_str().and_then(|s| s.parse().ok()))
+                            })
                             .unwrap_or(0.0),
                         currency: str_at(item, "currency"),
                     })
@@ -395,9 +457,15 @@ fn content(message: &Value) -> Content {
             }
         }
         "reaction" => Content::Reaction {
-            message_id: message.pointer("/reaction/message_id").map(json_str).unwrap_or_default(),
+            message_id: message
+                .pointer("/reaction/message_id")
+                .map(json_str)
+                .unwrap_or_default(),
             // A removed reaction has an empty or missing emoji.
-            emoji: message.pointer("/reaction/emoji").map(json_str).unwrap_or_default(),
+            emoji: message
+                .pointer("/reaction/emoji")
+                .map(json_str)
+                .unwrap_or_default(),
         },
         "system" => {
             let system = message.get("system").unwrap_or(&Value::Null);
@@ -433,12 +501,18 @@ mod tests {
 
     #[test]
     fn a_removed_reaction_has_an_empty_emoji_and_unknown_types_are_kept() {
-        let removed = one(json!({"from": "14155550100", "id": "w1", "timestamp": 1, "type": "reaction", "reaction": {"message_id": "w0"}}));
+        let removed = one(
+            json!({"from": "14155550100", "id": "w1", "timestamp": 1, "type": "reaction", "reaction": {"message_id": "w0"}}),
+        );
         assert_eq!(
             removed.content,
-            Content::Reaction { message_id: "w0".into(), emoji: String::new() }
+            Content::Reaction {
+                message_id: "w0".into(),
+                emoji: String::new()
+            }
         );
-        let future = one(json!({"from": "14155550100", "id": "w2", "type": "hologram", "hologram": {}}));
+        let future =
+            one(json!({"from": "14155550100", "id": "w2", "type": "hologram", "hologram": {}}));
         assert!(matches!(future.content, Content::Unsupported { kind, .. } if kind == "hologram"));
         assert_eq!(future.profile_name, "Ana");
     }

@@ -10,15 +10,13 @@ use parley_proto::whatsapp::{
     self as wa, Button, ButtonsAction, InteractiveMessage, ListAction, ListRow, ListSection,
     TextMessage, send_message_request::Content,
 };
-use pulldown_cmark::{Event, HeadingLevel, Options, Parser, Tag, TagEnd};
+use pulldown_cmark::{Event, Options, Parser, Tag, TagEnd};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 /// WhatsApp's limits for interactive messages (characters).
 mod limits {
-    pub const HEADER: usize = 60;
     pub const BODY: usize = 1_024;
-    pub const FOOTER: usize = 60;
     pub const BUTTON_TITLE: usize = 20;
     pub const BUTTONS: usize = 3;
     pub const ROW_TITLE: usize = 24;
@@ -109,21 +107,14 @@ pub fn markdown(source: &str) -> Rendered {
     let mut out = String::new();
     let mut lists: Vec<Option<u64>> = Vec::new();
     let mut link: Vec<String> = Vec::new();
-    let mut in_code_block = false;
     let options = Options::ENABLE_STRIKETHROUGH | Options::ENABLE_TABLES;
     for event in Parser::new_ext(source, options) {
         match event {
             Event::Start(tag) => match tag {
                 Tag::Paragraph => {}
-                Tag::Heading { level, .. } => {
-                    out.push('*');
-                    let _ = level == HeadingLevel::H1;
-                }
+                Tag::Heading { .. } => out.push('*'),
                 Tag::BlockQuote(_) => out.push_str("> "),
-                Tag::CodeBlock(_) => {
-                    in_code_block = true;
-                    out.push_str("```\n");
-                }
+                Tag::CodeBlock(_) => out.push_str("```\n"),
                 Tag::List(start) => lists.push(start),
                 Tag::Item => {
                     let depth = lists.len().saturating_sub(1);
@@ -149,7 +140,6 @@ pub fn markdown(source: &str) -> Rendered {
                 TagEnd::Heading(_) => out.push_str("*\n\n"),
                 TagEnd::BlockQuote(_) => {}
                 TagEnd::CodeBlock => {
-                    in_code_block = false;
                     if !out.ends_with('\n') {
                         out.push('\n');
                     }
@@ -161,11 +151,7 @@ pub fn markdown(source: &str) -> Rendered {
                         out.push('\n');
                     }
                 }
-                TagEnd::Item => {
-                    if !out.ends_with('\n') {
-                        out.push('\n');
-                    }
-                }
+                TagEnd::Item if !out.ends_with('\n') => out.push('\n'),
                 TagEnd::Emphasis => out.push('_'),
                 TagEnd::Strong => out.push('*'),
                 TagEnd::Strikethrough => out.push('~'),
@@ -187,11 +173,14 @@ pub fn markdown(source: &str) -> Rendered {
             Event::Html(html) | Event::InlineHtml(html) => out.push_str(&html),
             _ => {}
         }
-        let _ = in_code_block;
     }
     let body = out.trim_end().to_owned();
     Rendered {
-        content: text(if body.is_empty() { source.to_owned() } else { body }),
+        content: text(if body.is_empty() {
+            source.to_owned()
+        } else {
+            body
+        }),
         menu: None,
     }
 }
@@ -211,10 +200,21 @@ fn elements(content: &Value) -> Vec<Element> {
         .into_iter()
         .flatten()
         .map(|e| Element {
-            title: e.get("title").and_then(Value::as_str).unwrap_or_default().to_owned(),
-            subtitle: e.get("subtitle").and_then(Value::as_str).unwrap_or_default().to_owned(),
+            title: e
+                .get("title")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned(),
+            subtitle: e
+                .get("subtitle")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned(),
             url: if e.get("type").and_then(Value::as_str) == Some("hyperlink") {
-                e.get("url").and_then(Value::as_str).unwrap_or_default().to_owned()
+                e.get("url")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_owned()
             } else {
                 String::new()
             },
@@ -239,7 +239,10 @@ pub fn interactive(source: &str) -> Rendered {
         return plain(source);
     };
     let kind = str_of(&template, "templateType").to_owned();
-    let content = template.pointer("/data/content").cloned().unwrap_or(Value::Null);
+    let content = template
+        .pointer("/data/content")
+        .cloned()
+        .unwrap_or(Value::Null);
     let title = str_of(&content, "title").to_owned();
     let subtitle = str_of(&content, "subtitle").to_owned();
     let mut options: Vec<(String, String, String)> = Vec::new(); // (title, description, response)
@@ -283,7 +286,10 @@ pub fn interactive(source: &str) -> Rendered {
                 .into_iter()
                 .flatten()
             {
-                let card_content = card.pointer("/data/content").cloned().unwrap_or(Value::Null);
+                let card_content = card
+                    .pointer("/data/content")
+                    .cloned()
+                    .unwrap_or(Value::Null);
                 menu.push_str(&format!("\n\n*{}*", str_of(&card_content, "title")));
                 for element in elements(&card_content) {
                     if !element.url.is_empty() {
@@ -308,7 +314,11 @@ pub fn interactive(source: &str) -> Rendered {
             };
         }
         _ => {
-            let shown = if title.is_empty() { source.to_owned() } else { title };
+            let shown = if title.is_empty() {
+                source.to_owned()
+            } else {
+                title
+            };
             return plain(&shown);
         }
     }
@@ -321,7 +331,11 @@ pub fn interactive(source: &str) -> Rendered {
             response: response.clone(),
         })
         .collect();
-    let mut body = if title.is_empty() { "Choose an option".to_owned() } else { title.clone() };
+    let mut body = if title.is_empty() {
+        "Choose an option".to_owned()
+    } else {
+        title.clone()
+    };
     if !subtitle.is_empty() && kind != "QuickReply" {
         body.push('\n');
         body.push_str(&subtitle);
@@ -337,8 +351,12 @@ pub fn interactive(source: &str) -> Rendered {
     // Up to three short options: reply buttons.
     if fits_body
         && choices.len() <= limits::BUTTONS
-        && options.iter().all(|(t, _, _)| chars(t) <= limits::BUTTON_TITLE)
-        && options.iter().all(|(_, d, _)| d.is_empty() || kind == "QuickReply" || kind == "Panel")
+        && options
+            .iter()
+            .all(|(t, _, _)| chars(t) <= limits::BUTTON_TITLE)
+        && options
+            .iter()
+            .all(|(_, d, _)| d.is_empty() || kind == "QuickReply" || kind == "Panel")
     {
         return Rendered {
             content: Content::Interactive(InteractiveMessage {
@@ -358,16 +376,20 @@ pub fn interactive(source: &str) -> Rendered {
             menu,
         };
     }
-    // Up to ten options whose titles fit: a list.
+    // Up to ten options: a list. A title too long for a row is cut, and
+    // shown whole as the row's description when that is free (the menu
+    // remembers the whole title, so the answer maps back either way).
     if fits_body
         && choices.len() <= limits::ROWS
-        && options.iter().all(|(t, _, _)| chars(t) <= limits::ROW_TITLE)
+        && options.iter().all(|(t, d, _)| {
+            chars(t) <= limits::ROW_TITLE || (d.is_empty() && chars(t) <= limits::ROW_DESCRIPTION)
+        })
     {
         return Rendered {
             content: Content::Interactive(InteractiveMessage {
                 header: String::new(),
                 body,
-                footer: fit(if kind == "QuickReply" { "" } else { "" }, limits::FOOTER),
+                footer: String::new(),
                 action: Some(wa::interactive_message::Action::List(ListAction {
                     button: "Options".into(),
                     sections: vec![ListSection {
@@ -375,10 +397,14 @@ pub fn interactive(source: &str) -> Rendered {
                         rows: choices
                             .iter()
                             .zip(&options)
-                            .map(|(c, (_, description, _))| ListRow {
+                            .map(|(c, (title, description, _))| ListRow {
                                 id: c.id.clone(),
-                                title: c.title.clone(),
-                                description: fit(description, limits::ROW_DESCRIPTION),
+                                title: fit(title, limits::ROW_TITLE),
+                                description: if chars(title) > limits::ROW_TITLE {
+                                    title.clone()
+                                } else {
+                                    fit(description, limits::ROW_DESCRIPTION)
+                                },
                             })
                             .collect(),
                     }],
@@ -396,7 +422,6 @@ pub fn interactive(source: &str) -> Rendered {
         }
     }
     numbered.push_str("\n\nReply with a number.");
-    let _ = limits::HEADER;
     Rendered {
         content: text(numbered),
         menu,
@@ -448,7 +473,7 @@ mod tests {
 
     fn fixture(name: &str) -> String {
         std::fs::read_to_string(format!(
-            "{}/../../shared/fixtures/events/{name}",
+            "{}/tests/fixtures/events/{name}",
             env!("CARGO_MANIFEST_DIR")
         ))
         .unwrap()
@@ -482,7 +507,9 @@ mod tests {
     #[test]
     fn a_quick_reply_becomes_buttons_or_a_list() {
         // Four options: too many for buttons, short enough for a list.
-        let rendered = interactive(&fixture("connect_interactive_quickreply_chat_ui_examples.json"));
+        let rendered = interactive(&fixture(
+            "connect_interactive_quickreply_chat_ui_examples.json",
+        ));
         let Content::Interactive(message) = &rendered.content else {
             panic!("{rendered:?}")
         };
@@ -492,25 +519,59 @@ mod tests {
         assert_eq!(list.sections[0].rows.len(), 4);
         assert_eq!(message.body, "How was your experience?");
         let menu = rendered.menu.unwrap();
-        assert_eq!(menu.chosen("opt-3", "").unwrap().title, "Lorem ipsum dolor sit amet");
+        assert_eq!(
+            menu.chosen("opt-3", "").unwrap().title,
+            "Lorem ipsum dolor sit amet"
+        );
         assert_eq!(menu.numbered("2").unwrap().id, "opt-2");
     }
 
     #[test]
-    fn a_panel_of_three_becomes_buttons() {
+    fn a_panel_whose_titles_do_not_fit_buttons_becomes_a_list() {
+        // "Check self-service options" is 26 characters: over a button's 20
+        // and a row's 24, so the row shows it cut, and whole beneath.
         let rendered = interactive(&fixture("connect_interactive_panel_chat_ui_examples.json"));
+        let Content::Interactive(message) = &rendered.content else {
+            panic!("{rendered:?}")
+        };
+        let Some(wa::interactive_message::Action::List(list)) = &message.action else {
+            panic!("a list: {message:?}")
+        };
+        let rows = &list.sections[0].rows;
+        assert_eq!(rows.len(), 3);
+        assert_eq!(rows[0].title.chars().count(), 24);
+        assert_eq!(rows[0].description, "Check self-service options");
+        assert_eq!(rows[1].title, "Talk to an Agent");
+        assert_eq!(
+            rendered.menu.unwrap().chosen("opt-1", "").unwrap().title,
+            "Check self-service options"
+        );
+    }
+
+    #[test]
+    fn three_short_options_become_buttons() {
+        let template = serde_json::json!({
+            "templateType": "QuickReply",
+            "version": "1.0",
+            "data": {"content": {"title": "Ready?", "elements": [
+                {"title": "Yes"}, {"title": "No"}, {"title": "Later"}
+            ]}}
+        });
+        let rendered = interactive(&template.to_string());
         let Content::Interactive(message) = &rendered.content else {
             panic!("{rendered:?}")
         };
         assert!(matches!(
             &message.action,
-            Some(wa::interactive_message::Action::Buttons(b)) if b.buttons.len() == 3 && b.buttons[1].title == "Talk to an Agent"
+            Some(wa::interactive_message::Action::Buttons(b)) if b.buttons.len() == 3 && b.buttons[2].title == "Later"
         ));
     }
 
     #[test]
     fn a_list_picker_and_a_time_picker_become_lists() {
-        let rendered = interactive(&fixture("connect_interactive_listpicker_chat_ui_examples.json"));
+        let rendered = interactive(&fixture(
+            "connect_interactive_listpicker_chat_ui_examples.json",
+        ));
         let Content::Interactive(message) = &rendered.content else {
             panic!()
         };
@@ -518,16 +579,27 @@ mod tests {
             panic!()
         };
         assert_eq!(list.sections[0].rows[0].title, "Billing");
-        assert_eq!(list.sections[0].rows[0].description, "Request billing information");
-        let times = interactive(&fixture("connect_interactive_timepicker_chat_ui_examples.json"));
+        assert_eq!(
+            list.sections[0].rows[0].description,
+            "Request billing information"
+        );
+        let times = interactive(&fixture(
+            "connect_interactive_timepicker_chat_ui_examples.json",
+        ));
         let menu = times.menu.unwrap();
         assert_eq!(menu.choices.len(), 3);
-        assert!(menu.choices[0].title.contains("31 Oct 18:00"), "{:?}", menu.choices[0]);
+        assert!(
+            menu.choices[0].title.contains("31 Oct 18:00"),
+            "{:?}",
+            menu.choices[0]
+        );
     }
 
     #[test]
     fn a_carousel_becomes_a_numbered_menu_with_its_links() {
-        let rendered = interactive(&fixture("connect_interactive_carousel_chat_ui_examples.json"));
+        let rendered = interactive(&fixture(
+            "connect_interactive_carousel_chat_ui_examples.json",
+        ));
         let body = body_of(&rendered);
         assert!(body.contains("1. Purchase Ticket"), "{body}");
         assert!(body.contains("Learn More: https://github.com"), "{body}");
@@ -544,7 +616,11 @@ mod tests {
         let item: Value = serde_json::from_str(frame["content"].as_str().unwrap()).unwrap();
         let rendered = interactive(item["Content"].as_str().unwrap());
         let menu = rendered.menu.unwrap();
-        let more = menu.choices.iter().find(|c| c.title == "Show more").unwrap();
+        let more = menu
+            .choices
+            .iter()
+            .find(|c| c.title == "Show more")
+            .unwrap();
         let response: Value = serde_json::from_str(&more.response).unwrap();
         assert_eq!(response["action"], "SHOW_MORE");
         assert_eq!(response["data"]["templateType"], "ListPicker");
@@ -558,7 +634,8 @@ mod tests {
             .map(|i| serde_json::json!({"title": format!("Option number {i}")}))
             .collect();
         let template = serde_json::json!({"templateType": "ListPicker", "version": "1.0",
-            "data": {"content": {"title": "Pick", "elements": options}}}).to_string();
+            "data": {"content": {"title": "Pick", "elements": options}}})
+        .to_string();
         let body = body_of(&interactive(&template));
         assert!(body.contains("12. Option number 11"), "{body}");
         assert_eq!(body_of(&interactive("not json")), "not json");

@@ -136,7 +136,7 @@ async fn send_message(
         ));
     }
     if let Some(token) = &request.client_token
-        && let Some(previous) = sandbox.idempotent("SendMessage", token)
+        && let Some(previous) = sandbox.idempotent(&format!("SendMessage@{contact_id}"), token)
     {
         return Ok(Json(previous));
     }
@@ -149,7 +149,7 @@ async fn send_message(
     )?;
     let response = json!({ "Id": item.id, "AbsoluteTime": iso8601(item.at_ms) });
     if let Some(token) = &request.client_token {
-        sandbox.remember("SendMessage", token, &response);
+        sandbox.remember(&format!("SendMessage@{contact_id}"), token, &response);
     }
     sandbox.stream(&contact_id, &item).await;
     Ok(Json(response))
@@ -192,7 +192,7 @@ async fn send_event(
         }
     }
     if let Some(token) = &request.client_token
-        && let Some(previous) = sandbox.idempotent("SendEvent", token)
+        && let Some(previous) = sandbox.idempotent(&format!("SendEvent@{contact_id}"), token)
     {
         return Ok(Json(previous));
     }
@@ -205,7 +205,7 @@ async fn send_event(
     )?;
     let response = json!({ "Id": item.id, "AbsoluteTime": iso8601(item.at_ms) });
     if let Some(token) = &request.client_token {
-        sandbox.remember("SendEvent", token, &response);
+        sandbox.remember(&format!("SendEvent@{contact_id}"), token, &response);
     }
     sandbox.stream(&contact_id, &item).await;
     Ok(Json(response))
@@ -266,20 +266,19 @@ async fn start_attachment_upload(
     check_attachment(&request.attachment_name, request.attachment_size_in_bytes)?;
     // A retried start (same ClientToken) names the same attachment, so a
     // retried upload cannot add it to the chat twice.
-    let id = match request
-        .client_token
-        .as_deref()
-        .and_then(|token| sandbox.idempotent("StartAttachmentUpload", token))
-    {
-        Some(previous) => previous["AttachmentId"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned(),
-        None => new_id(),
-    };
+    let id =
+        match request.client_token.as_deref().and_then(|token| {
+            sandbox.idempotent(&format!("StartAttachmentUpload@{contact_id}"), token)
+        }) {
+            Some(previous) => previous["AttachmentId"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+            None => new_id(),
+        };
     if let Some(token) = &request.client_token {
         sandbox.remember(
-            "StartAttachmentUpload",
+            &format!("StartAttachmentUpload@{contact_id}"),
             token,
             &json!({ "AttachmentId": id }),
         );

@@ -1,0 +1,93 @@
+//! Trace context across the gateway's hops: read from the event (a W3C
+//! `traceparent` message attribute, or the `AWSTraceHeader` X-Ray set on
+//! an SQS message), kept with each buffered message, and resumed when its
+//! batch is delivered — so one customer message (or agent message) is one
+//! trace from the queue to the far side, through every service.
+
+use http::{HeaderMap, HeaderValue};
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+
+/// The W3C `traceparent` of an X-Ray trace header
+/// (`Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1`).
+pub fn xray_to_traceparent(header: &str) -> Option<String> {
+    let mut root = None;
+    let mut parent = None;
+    let mut sampled = "01";
+    for part in header.split(';') {
+        match part.trim().split_once('=') {
+            Some(("Root", value)) => root = Some(value),
+            Some(("Parent", value)) => parent = Some(value),
+            Some(("Sampled", "0")) => sampled = "00",
+            _ => {}
+        }
+    }
+    let mut pieces = root?.split('-');
+    let (Some("1"), Some(time), Some(random), None) =
+        (pieces.next(), pieces.next(), pieces.next(), pieces.next())
+    else {
+        return None;
+    };
+    let trace_id = format!("{time}{random}").to_ascii_lowercase();
+    let parent = parent?.to_ascii_lowercase();
+    let hex = |s: &str, len: usize| s.len() == len && s.bytes().all(|b| b.is_ascii_hexdigit());
+    (hex(&trace_id, 32) && hex(&parent, 16) && trace_id != "0".repeat(32))
+        .then(|| format!("00-{trace_id}-{parent}-{sampled}"))
+}
+
+/// Makes `span` continue the trace `traceparent` names (no-op when empty
+/// or malformed).
+pub fn continue_trace(span: &tracing::Span, traceparent: &str) {
+    let Ok(value) = HeaderValue::from_str(traceparent) else {
+        return;
+    };
+    if traceparent.is_empty() {
+        return;
+    }
+    let mut headers = HeaderMap::new();
+    headers.insert("traceparent", value);
+    let _ = span.set_parent(parley_runtime::propagation::extract_context(&headers));
+}
+
+/// The `traceparent` of `span`, to store with a buffered message.
+pub fn traceparent_of(span: &tracing::Span) -> String {
+    let mut headers = HeaderMap::new();
+    parley_runtime::propagation::inject_context(span, &mut headers);
+    headers
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn xray_headers_become_traceparents() {
+        assert_eq!(
+            xray_to_traceparent(
+                "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1"
+            )
+            .as_deref(),
+            Some("00-5759e988bd862e3fe1be46a994272793-53995c3f42cd8ad8-01")
+        );
+        assert_eq!(
+            xray_to_traceparent(
+                "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=0"
+            )
+            .as_deref(),
+            Some("00-5759e988bd862e3fe1be46a994272793-53995c3f42cd8ad8-00")
+        );
+        // Without a parent there is nothing to continue.
+        assert_eq!(
+            xray_to_traceparent("Root=1-5759e988-bd862e3fe1be46a994272793"),
+            None
+        );
+        assert_eq!(xray_to_traceparent("garbage"), None);
+        assert_eq!(
+            xray_to_traceparent("Root=1-xyz-abc;Parent=53995c3f42cd8ad8"),
+            None
+        );
+    }
+}
