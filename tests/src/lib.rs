@@ -7,7 +7,8 @@
 //! - [`process`]: running the real binaries (finding them, free ports,
 //!   waiting for health).
 
+pub mod conversation;
 pub mod process;
 pub mod stack;
 
-pub use stack::{Component, Mode, SessionStore, Stack, StackBuilder};
+pub use stack::{Component, Feed, Mode, SessionStore, Stack, StackBuilder};

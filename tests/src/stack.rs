@@ -9,6 +9,7 @@ use std::{
     net::{IpAddr, Ipv4Addr, SocketAddr},
     path::PathBuf,
     process::{Child, Command, Stdio},
+    sync::Arc,
     time::Duration,
 };
 
@@ -16,6 +17,7 @@ use anyhow::Context as _;
 use parley_client::{
     CallPolicy, GrpcConnect, GrpcSession, GrpcTranscoder, GrpcTranscriber, GrpcWhatsApp,
 };
+use parley_gateway::config::{DeadLetterTarget, FlushConfig, GatewayConfig, QueueConfig};
 use parley_runtime::{client::ClientConfig, server::ServerConfig};
 use parley_sandbox::{RunningSandbox, SandboxConfig, moto};
 use tokio::sync::watch;
@@ -33,6 +35,9 @@ pub enum Component {
     ConnectRelay,
     /// `parley-whatsapp-sender`.
     WhatsAppSender,
+    /// `parley-gateway` (started after the services; see
+    /// [`StackBuilder::gateway_replicas`]).
+    Gateway,
 }
 
 impl Component {
@@ -53,6 +58,7 @@ impl Component {
             Self::Transcriber => "transcriber",
             Self::ConnectRelay => "connect-relay",
             Self::WhatsAppSender => "whatsapp-sender",
+            Self::Gateway => "gateway",
         }
     }
 
@@ -64,6 +70,7 @@ impl Component {
             Self::Transcriber => "parley-transcriber",
             Self::ConnectRelay => "parley-connect-relay",
             Self::WhatsAppSender => "parley-whatsapp-sender",
+            Self::Gateway => "parley-gateway",
         }
     }
 
@@ -75,6 +82,8 @@ impl Component {
             Self::Transcriber => "parley.transcriber.v1.Transcriber",
             Self::ConnectRelay => "parley.connect.v1.ConnectRelay",
             Self::WhatsAppSender => "parley.whatsapp.v1.WhatsAppSender",
+            // Not a gRPC server: its health is `GET /health`.
+            Self::Gateway => "",
         }
     }
 }
@@ -113,6 +122,102 @@ pub mod names {
     /// Its ARN when the sandbox plays SNS itself (no moto).
     pub const LOCAL_STREAMING_TOPIC_ARN: &str =
         "arn:aws:sns:us-east-1:123456789012:parley-connect-out";
+    /// The topic End User Messaging Social publishes WhatsApp events to.
+    pub const INBOUND_TOPIC: &str = "parley-eum-in";
+    /// The gateway's queues on the SQS feed.
+    pub const INBOUND_QUEUE: &str = "parley-inbound";
+    /// See [`INBOUND_QUEUE`].
+    pub const OUTBOUND_QUEUE: &str = "parley-outbound";
+    /// See [`INBOUND_QUEUE`].
+    pub const DEAD_LETTER_QUEUE: &str = "parley-dead-letters";
+}
+
+async fn create_topic(sns: &aws_sdk_sns::Client, name: &str) -> anyhow::Result<String> {
+    Ok(sns
+        .create_topic()
+        .name(name)
+        .send()
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "creating topic {name} on moto: {}",
+                aws_sdk_sns::error::DisplayErrorContext(&e)
+            )
+        })?
+        .topic_arn
+        .unwrap_or_default())
+}
+
+/// The SQS feed as deployed: a queue per topic (the inbound one with SNS
+/// envelopes, the outbound one with raw delivery, so both forms are
+/// exercised) and a dead-letter queue.
+async fn sqs_feed(
+    aws: &aws_config::SdkConfig,
+    sns: &aws_sdk_sns::Client,
+    inbound_topic: &str,
+    streaming_topic: &str,
+) -> anyhow::Result<Queues> {
+    let sqs = aws_sdk_sqs::Client::new(aws);
+    let mut urls = Vec::new();
+    for name in [
+        names::INBOUND_QUEUE,
+        names::OUTBOUND_QUEUE,
+        names::DEAD_LETTER_QUEUE,
+    ] {
+        let url = sqs
+            .create_queue()
+            .queue_name(name)
+            .send()
+            .await
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "creating queue {name}: {}",
+                    aws_sdk_sqs::error::DisplayErrorContext(&e)
+                )
+            })?
+            .queue_url
+            .unwrap_or_default();
+        urls.push(url);
+    }
+    for (topic, url, raw) in [
+        (inbound_topic, &urls[0], false),
+        (streaming_topic, &urls[1], true),
+    ] {
+        let arn = sqs
+            .get_queue_attributes()
+            .queue_url(url)
+            .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+            .send()
+            .await
+            .map_err(|e| {
+                anyhow::anyhow!("queue ARN: {}", aws_sdk_sqs::error::DisplayErrorContext(&e))
+            })?
+            .attributes
+            .and_then(|a| {
+                a.get(&aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+                    .cloned()
+            })
+            .unwrap_or_default();
+        let mut subscribe = sns
+            .subscribe()
+            .topic_arn(topic)
+            .protocol("sqs")
+            .endpoint(arn);
+        if raw {
+            subscribe = subscribe.attributes("RawMessageDelivery", "true");
+        }
+        subscribe.send().await.map_err(|e| {
+            anyhow::anyhow!(
+                "subscribing a queue: {}",
+                aws_sdk_sns::error::DisplayErrorContext(&e)
+            )
+        })?;
+    }
+    Ok(Queues {
+        inbound: urls[0].clone(),
+        outbound: urls[1].clone(),
+        dead_letters: urls[2].clone(),
+    })
 }
 
 /// Changes to a service's configuration before it starts.
@@ -131,7 +236,58 @@ pub struct StackBuilder {
     relay: Vec<Tweak<parley_connect_relay::relay::RelayConfig>>,
     sender: Vec<Tweak<parley_whatsapp_sender::sender::SenderConfig>>,
     session: Vec<Tweak<parley_session::grpc::SessionConfig>>,
+    gateway: Vec<SharedTweak<GatewayConfig>>,
+    routing: String,
+    replicas: usize,
+    feed: Feed,
     env: Vec<(String, String)>,
+}
+
+/// A change applied to every gateway replica's configuration.
+type SharedTweak<T> = Arc<dyn Fn(&mut T) + Send + Sync>;
+
+/// How events reach the gateway.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Feed {
+    /// The sandbox plays SNS and delivers both topics to the first
+    /// replica's HTTP source, signed (as `parley-local` runs).
+    Http,
+    /// moto's SNS fans both topics out to SQS queues every replica
+    /// consumes (as deployed); needs moto.
+    Sqs,
+}
+
+/// The queues of the SQS feed.
+#[derive(Debug, Clone)]
+pub struct Queues {
+    /// Subscribed to the inbound (EUM) topic, SNS envelope bodies.
+    pub inbound: String,
+    /// Subscribed to the streaming topic with raw delivery.
+    pub outbound: String,
+    /// Where the gateway dead-letters.
+    pub dead_letters: String,
+}
+
+/// The routing every stack's gateway starts with: the sandbox's number on
+/// the sandbox's instance and flow, a short debounce.
+pub fn default_routing() -> String {
+    let number = parley_sandbox::customer::WhatsAppNumber::default();
+    format!(
+        r#"[defaults]
+instance_id = "{instance}"
+contact_flow_id = "{flow}"
+buffer_ms = 300
+max_wait_ms = 2000
+language = "en-US"
+
+[numbers."{id}"]
+meta_id = "{meta}"
+"#,
+        instance = names::INSTANCE,
+        flow = names::FLOW,
+        id = number.phone_number_id,
+        meta = number.meta_id,
+    )
 }
 
 impl Default for StackBuilder {
@@ -155,8 +311,45 @@ impl StackBuilder {
             relay: Vec::new(),
             sender: Vec::new(),
             session: Vec::new(),
+            gateway: Vec::new(),
+            routing: default_routing(),
+            replicas: 1,
+            feed: Feed::Http,
             env: Vec::new(),
         }
+    }
+
+    /// Adds every service and the gateway: the whole bridge.
+    pub fn bridge(self) -> Self {
+        self.all_services().with(Component::Gateway)
+    }
+
+    /// How many gateway replicas run (default 1).
+    pub fn gateway_replicas(mut self, replicas: usize) -> Self {
+        self.replicas = replicas.max(1);
+        self
+    }
+
+    /// Feeds the gateway through SQS (moto) instead of HTTP.
+    pub fn sqs_feed(mut self) -> Self {
+        self.feed = Feed::Sqs;
+        self.moto = true;
+        self
+    }
+
+    /// Changes every gateway replica's configuration.
+    pub fn gateway_config(
+        mut self,
+        tweak: impl Fn(&mut GatewayConfig) + Send + Sync + 'static,
+    ) -> Self {
+        self.gateway.push(Arc::new(tweak));
+        self
+    }
+
+    /// Replaces the gateway's routing file (TOML).
+    pub fn routing(mut self, routing: impl Into<String>) -> Self {
+        self.routing = routing.into();
+        self
     }
 
     /// Adds a service.
@@ -276,35 +469,43 @@ impl StackBuilder {
             Some(moto) => Some(moto::aws_config(&moto.endpoint).await),
             None => None,
         };
-        let streaming_topic_arn = match &moto_aws {
+        if let Some(aws) = &moto_aws {
+            moto::s3_client(aws)
+                .create_bucket()
+                .bucket(names::BUCKET)
+                .send()
+                .await
+                .map_err(|e| {
+                    anyhow::anyhow!(
+                        "creating the media bucket on moto: {}",
+                        aws_sdk_s3::error::DisplayErrorContext(&e)
+                    )
+                })?;
+        }
+        // SNS is moto's when moto runs, unless the gateway is fed over
+        // HTTP: then the sandbox plays SNS itself (and signs).
+        let with_gateway = self.components.contains(&Component::Gateway);
+        let moto_sns = moto_aws
+            .as_ref()
+            .filter(|_| !(with_gateway && self.feed == Feed::Http));
+        let mut sandbox_config = SandboxConfig::default();
+        let mut queues = None;
+        let streaming_topic_arn = match moto_sns {
             Some(aws) => {
-                let s3 = moto::s3_client(aws);
-                s3.create_bucket()
-                    .bucket(names::BUCKET)
-                    .send()
-                    .await
-                    .map_err(|e| {
-                        anyhow::anyhow!(
-                            "creating the media bucket on moto: {}",
-                            aws_sdk_s3::error::DisplayErrorContext(&e)
-                        )
-                    })?;
-                aws_sdk_sns::Client::new(aws)
-                    .create_topic()
-                    .name(names::STREAMING_TOPIC)
-                    .send()
-                    .await
-                    .context("creating the streaming topic on moto")?
-                    .topic_arn
-                    .unwrap_or_default()
+                let sns = aws_sdk_sns::Client::new(aws);
+                let streaming = create_topic(&sns, names::STREAMING_TOPIC).await?;
+                let inbound = create_topic(&sns, names::INBOUND_TOPIC).await?;
+                sandbox_config.inbound_topic_arn = inbound.clone();
+                sandbox_config.sns = Some(sns.clone());
+                if with_gateway && self.feed == Feed::Sqs {
+                    queues = Some(sqs_feed(aws, &sns, &inbound, &streaming).await?);
+                }
+                streaming
             }
             None => names::LOCAL_STREAMING_TOPIC_ARN.to_owned(),
         };
-
-        let mut sandbox_config = SandboxConfig::default();
         if let Some(aws) = &moto_aws {
             sandbox_config.s3 = Some(moto::s3_client(aws));
-            sandbox_config.sns = Some(aws_sdk_sns::Client::new(aws));
         }
         for tweak in self.sandbox {
             tweak(&mut sandbox_config);
@@ -329,12 +530,21 @@ impl StackBuilder {
             tasks: Vec::new(),
             children: Vec::new(),
             streaming_topic_arn,
-            _data: tempfile::tempdir().context("a scratch folder")?,
+            data: tempfile::tempdir().context("a scratch folder")?,
             policy: CallPolicy::default(),
+            queues,
+            gateways: Vec::new(),
+            gateway_setup: GatewaySetup {
+                tweaks: self.gateway.clone(),
+                routing: self.routing.clone(),
+                mode: self.mode,
+                env: self.env.clone(),
+            },
         };
 
         // The session service first: the sender's ledger lives in it.
         let mut components = self.components.clone();
+        components.retain(|c| *c != Component::Gateway);
         components.sort();
         let mut tweaks = Tweaks {
             transcoder: self.transcoder,
@@ -380,8 +590,38 @@ impl StackBuilder {
                 component.name()
             );
         }
+        if with_gateway {
+            for _ in 0..self.replicas {
+                let listener = parley_runtime::service::bind(SocketAddr::new(self.host, 0)).await?;
+                let index = stack.gateways.len();
+                stack.gateways.push(GatewayReplica {
+                    address: listener.local_addr()?,
+                    task: None,
+                    child: None,
+                });
+                stack.run_gateway(index, Some(listener), &[]).await?;
+            }
+            if self.feed == Feed::Http {
+                stack.subscribe_gateway().await?;
+            }
+        }
         Ok(stack)
     }
+}
+
+/// How the stack's gateway replicas are configured (kept to restart them).
+struct GatewaySetup {
+    tweaks: Vec<SharedTweak<GatewayConfig>>,
+    routing: String,
+    mode: Mode,
+    env: Vec<(String, String)>,
+}
+
+/// One gateway replica: in-process (a task) or a process (a child).
+struct GatewayReplica {
+    address: SocketAddr,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    child: Option<Child>,
 }
 
 /// The builder's configuration changes, handed to each service as it starts.
@@ -416,14 +656,22 @@ pub struct Stack {
     stop: watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<anyhow::Result<()>>>,
     children: Vec<Child>,
-    _data: tempfile::TempDir,
+    data: tempfile::TempDir,
     policy: CallPolicy,
+    /// The SQS feed's queues, when the gateway is fed through SQS.
+    pub queues: Option<Queues>,
+    gateways: Vec<GatewayReplica>,
+    gateway_setup: GatewaySetup,
 }
 
 impl Drop for Stack {
     fn drop(&mut self) {
         let _ = self.stop.send(true);
-        for child in &mut self.children {
+        for child in self
+            .children
+            .iter_mut()
+            .chain(self.gateways.iter_mut().filter_map(|g| g.child.as_mut()))
+        {
             let _ = child.kill();
             let _ = child.wait();
         }
@@ -498,9 +746,318 @@ impl Stack {
     /// Stops every in-process service (draining) and every process.
     pub async fn shutdown(mut self) {
         let _ = self.stop.send(true);
-        for task in self.tasks.drain(..) {
+        let gateway_tasks: Vec<_> = self
+            .gateways
+            .iter_mut()
+            .filter_map(|g| g.task.take())
+            .collect();
+        for task in gateway_tasks.into_iter().chain(self.tasks.drain(..)) {
             let _ = tokio::time::timeout(Duration::from_secs(15), task).await;
         }
+    }
+
+    /// The base URL of gateway replica `index` (`http://127.0.0.1:<port>`).
+    pub fn gateway_url(&self, index: usize) -> String {
+        format!("http://{}", self.gateways[index].address)
+    }
+
+    /// How many gateway replicas the stack has.
+    pub fn gateway_count(&self) -> usize {
+        self.gateways.len()
+    }
+
+    /// Where the gateway's dead letters go when fed over HTTP.
+    pub fn dead_letter_file(&self) -> PathBuf {
+        self.data.path().join("dead-letters.jsonl")
+    }
+
+    /// Every dead letter so far (from the file, or the SQS feed's queue).
+    pub async fn dead_letters(&self) -> Vec<parley_gateway::dead_letter::DeadLetter> {
+        let Some(queues) = &self.queues else {
+            return parley_gateway::dead_letter::FileDeadLetters::new(self.dead_letter_file())
+                .read();
+        };
+        let Some(aws) = &self.moto_aws else {
+            return Vec::new();
+        };
+        let sqs = aws_sdk_sqs::Client::new(aws);
+        let mut letters = Vec::new();
+        for _ in 0..5 {
+            let Ok(received) = sqs
+                .receive_message()
+                .queue_url(&queues.dead_letters)
+                .max_number_of_messages(10)
+                .message_attribute_names("All")
+                .visibility_timeout(0)
+                .send()
+                .await
+            else {
+                break;
+            };
+            let messages = received.messages.unwrap_or_default();
+            if messages.is_empty() {
+                break;
+            }
+            for message in messages {
+                let attribute = |name: &str| {
+                    message
+                        .message_attributes()
+                        .and_then(|a| a.get(name))
+                        .and_then(|v| v.string_value())
+                        .unwrap_or_default()
+                        .to_owned()
+                };
+                letters.push(parley_gateway::dead_letter::DeadLetter {
+                    source: attribute("parley.source"),
+                    reason: attribute("parley.reason"),
+                    body: message.body().unwrap_or_default().to_owned(),
+                    attributes: BTreeMap::new(),
+                });
+                if let Some(receipt) = message.receipt_handle() {
+                    let _ = sqs
+                        .delete_message()
+                        .queue_url(&queues.dead_letters)
+                        .receipt_handle(receipt)
+                        .send()
+                        .await;
+                }
+            }
+        }
+        letters
+    }
+
+    /// Kills gateway replica `index` at once — SIGKILL for a process, an
+    /// abort for a task — with no draining of any kind.
+    pub async fn kill_gateway(&mut self, index: usize) {
+        let replica = &mut self.gateways[index];
+        if let Some(mut child) = replica.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if let Some(task) = replica.task.take() {
+            task.abort();
+            let _ = task.await;
+        }
+    }
+
+    /// Waits for replica `index` (a process) to exit by itself, e.g. at a
+    /// crash point; `true` if it did within `timeout`.
+    pub async fn wait_gateway_exit(&mut self, index: usize, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let exited = self.gateways[index]
+                .child
+                .as_mut()
+                .is_none_or(|c| c.try_wait().ok().flatten().is_some());
+            if exited {
+                self.gateways[index].child = None;
+                return true;
+            }
+            if tokio::time::Instant::now() > deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// (Re)starts gateway replica `index` on its port, with extra
+    /// environment for a process (e.g. `PARLEY_TEST_CRASH_AT`).
+    pub async fn restart_gateway(
+        &mut self,
+        index: usize,
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<()> {
+        self.kill_gateway(index).await;
+        self.run_gateway(index, None, env).await
+    }
+
+    /// The configuration of gateway replica `index` in this process.
+    fn gateway_config(&self) -> GatewayConfig {
+        let mut config = GatewayConfig::local();
+        let endpoint = |component: Component| {
+            ClientConfig::new(
+                self.addresses
+                    .get(&component)
+                    .map_or_else(String::new, |a| format!("http://{a}")),
+            )
+        };
+        config.session = endpoint(Component::Session);
+        config.transcoder = endpoint(Component::Transcoder);
+        config.transcriber = endpoint(Component::Transcriber);
+        config.connect = endpoint(Component::ConnectRelay);
+        config.whatsapp = endpoint(Component::WhatsAppSender);
+        config.http.sns_trusted_cert_origin = Some(self.sandbox.endpoint.clone());
+        config.flush = FlushConfig {
+            poll: Duration::from_millis(100),
+            lease: Duration::from_secs(10),
+            max_attempts: 5,
+            backoff: Duration::from_millis(200),
+            max_backoff: Duration::from_secs(2),
+            ..FlushConfig::default()
+        };
+        config.unknown_chat_grace = Duration::from_secs(20);
+        config.outbound_window = Duration::from_millis(200);
+        match &self.queues {
+            Some(queues) => {
+                let queue = |url: &str| QueueConfig {
+                    url: url.to_owned(),
+                    batch: 10,
+                    wait: Duration::from_secs(1),
+                    visibility: Duration::from_secs(10),
+                    concurrency: 8,
+                };
+                config.inbound_queue = Some(queue(&queues.inbound));
+                config.outbound_queue = Some(queue(&queues.outbound));
+                config.dead_letters = Some(DeadLetterTarget::Queue(queues.dead_letters.clone()));
+                config.aws = self.moto_aws.clone();
+            }
+            None => {
+                config.dead_letters = Some(DeadLetterTarget::File(self.dead_letter_file()));
+                config.aws = Some(self.sandbox_aws.clone());
+            }
+        }
+        for tweak in &self.gateway_setup.tweaks {
+            tweak(&mut config);
+        }
+        config
+    }
+
+    /// Starts replica `index` (on `listener`, or on its port again).
+    async fn run_gateway(
+        &mut self,
+        index: usize,
+        listener: Option<tokio::net::TcpListener>,
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<()> {
+        let address = self.gateways[index].address;
+        let config = self.gateway_config();
+        match self.gateway_setup.mode {
+            Mode::InProcess => {
+                let listener = match listener {
+                    Some(listener) => listener,
+                    None => rebind(address).await?,
+                };
+                let routing =
+                    parley_gateway::routing::Routing::parse(&self.gateway_setup.routing, &NoEnv)
+                        .map_err(|problems| anyhow::anyhow!("routing: {}", problems.join("; ")))?;
+                let services = parley_gateway::services::Services::connect(&config)?;
+                let mut stopped = self.stop.subscribe();
+                let shutdown = async move {
+                    let _ = stopped.wait_for(|stop| *stop).await;
+                };
+                let server = Self::server_config(address);
+                self.gateways[index].task = Some(tokio::spawn(parley_gateway::run(
+                    listener, server, config, services, routing, shutdown,
+                )));
+            }
+            Mode::Processes => {
+                drop(listener);
+                let child = self.spawn_gateway_process(address, &config, env)?;
+                self.gateways[index].child = Some(child);
+            }
+        }
+        anyhow::ensure!(
+            wait_until_http_ok(&format!("http://{address}/health")).await,
+            "gateway {index} did not become healthy at {address}"
+        );
+        Ok(())
+    }
+
+    fn spawn_gateway_process(
+        &self,
+        address: SocketAddr,
+        config: &GatewayConfig,
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Child> {
+        let routing = self.data.path().join("routing.toml");
+        std::fs::write(&routing, &self.gateway_setup.routing)?;
+        let mut command = Command::new(crate::process::binary(Component::Gateway.binary()));
+        command
+            .arg("serve")
+            .env("PARLEY_LISTEN", address.to_string())
+            .env("PARLEY_SHUTDOWN_GRACE_MS", "2000")
+            .env("PARLEY_ROUTING_FILE", &routing)
+            .env("PARLEY_SESSION_ENDPOINT", &config.session.endpoint)
+            .env("PARLEY_TRANSCODER_ENDPOINT", &config.transcoder.endpoint)
+            .env("PARLEY_TRANSCRIBER_ENDPOINT", &config.transcriber.endpoint)
+            .env("PARLEY_CONNECT_ENDPOINT", &config.connect.endpoint)
+            .env("PARLEY_WHATSAPP_ENDPOINT", &config.whatsapp.endpoint)
+            .env("PARLEY_SNS_TRUSTED_CERT_ORIGIN", &self.sandbox.endpoint)
+            .env("PARLEY_FLUSH_POLL_MS", millis(config.flush.poll))
+            .env("PARLEY_FLUSH_LEASE_MS", millis(config.flush.lease))
+            .env(
+                "PARLEY_FLUSH_MAX_ATTEMPTS",
+                config.flush.max_attempts.to_string(),
+            )
+            .env("PARLEY_FLUSH_BACKOFF_MS", millis(config.flush.backoff))
+            .env(
+                "PARLEY_FLUSH_MAX_BACKOFF_MS",
+                millis(config.flush.max_backoff),
+            )
+            .env("PARLEY_OUTBOUND_WINDOW_MS", millis(config.outbound_window))
+            .env(
+                "PARLEY_UNKNOWN_CHAT_GRACE_MS",
+                millis(config.unknown_chat_grace),
+            )
+            .env("AWS_REGION", "us-east-1")
+            .env("AWS_ACCESS_KEY_ID", "test")
+            .env("AWS_SECRET_ACCESS_KEY", "test")
+            .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit());
+        match (&self.queues, &self.moto) {
+            (Some(queues), Some(moto)) => {
+                command
+                    .env("AWS_ENDPOINT_URL", &moto.endpoint)
+                    .env("PARLEY_INBOUND_QUEUE_URL", &queues.inbound)
+                    .env("PARLEY_INBOUND_QUEUE_WAIT_MS", "1000")
+                    .env("PARLEY_INBOUND_QUEUE_VISIBILITY_MS", "10000")
+                    .env("PARLEY_OUTBOUND_QUEUE_URL", &queues.outbound)
+                    .env("PARLEY_OUTBOUND_QUEUE_WAIT_MS", "1000")
+                    .env("PARLEY_OUTBOUND_QUEUE_VISIBILITY_MS", "10000")
+                    .env("PARLEY_DEAD_LETTER_QUEUE_URL", &queues.dead_letters);
+            }
+            _ => {
+                command.env("PARLEY_DEAD_LETTER_FILE", self.dead_letter_file());
+            }
+        }
+        for (key, value) in &self.gateway_setup.env {
+            command.env(key, value);
+        }
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        command.spawn().context("starting parley-gateway")
+    }
+
+    /// Subscribes replica 0's HTTP source to both topics the sandbox plays,
+    /// and waits until the gateway confirmed both (signature checked).
+    async fn subscribe_gateway(&self) -> anyhow::Result<()> {
+        let sandbox = &self.sandbox.sandbox;
+        let base = self.gateway_url(0);
+        let inbound = sandbox.sns_subscribe(
+            &sandbox.config.inbound_topic_arn,
+            &format!("{base}/sns/inbound"),
+            2,
+        );
+        let outbound = sandbox.sns_subscribe(
+            &self.streaming_topic_arn,
+            &format!("{base}/sns/outbound"),
+            1,
+        );
+        for _ in 0..200 {
+            let confirmed = sandbox
+                .topics
+                .subscriptions()
+                .iter()
+                .filter(|s| (s.arn == inbound || s.arn == outbound) && s.confirmed)
+                .count();
+            if confirmed == 2 {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        anyhow::bail!("the gateway did not confirm its SNS subscriptions")
     }
 
     fn server_config(address: SocketAddr) -> ServerConfig {
@@ -590,6 +1147,7 @@ impl Stack {
                     listener, server, config, shutdown,
                 ))
             }
+            Component::Gateway => anyhow::bail!("the gateway is started by run_gateway"),
         })
     }
 
@@ -644,6 +1202,7 @@ impl Stack {
                 }
             }
             Component::Transcoder | Component::Transcriber => {}
+            Component::Gateway => anyhow::bail!("the gateway is started by run_gateway"),
         }
         for (key, value) in env {
             command.env(key, value);
@@ -652,6 +1211,44 @@ impl Stack {
             .spawn()
             .with_context(|| format!("starting {}", component.binary()))
     }
+}
+
+/// No environment: the stack's routing is exactly its text.
+struct NoEnv;
+
+impl parley_runtime::config::EnvSource for NoEnv {
+    fn var(&self, _key: &str) -> Option<String> {
+        None
+    }
+}
+
+fn millis(duration: Duration) -> String {
+    duration.as_millis().to_string()
+}
+
+/// Binds `address` again (its previous owner may need a moment to let go).
+async fn rebind(address: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
+    for _ in 0..100 {
+        if let Ok(listener) = tokio::net::TcpListener::bind(address).await {
+            return Ok(listener);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    anyhow::bail!("cannot bind {address} again")
+}
+
+/// Polls `url` until it answers 200 (up to 10 s).
+pub async fn wait_until_http_ok(url: &str) -> bool {
+    let client = reqwest::Client::new();
+    for _ in 0..200 {
+        if let Ok(response) = client.get(url).send().await
+            && response.status().is_success()
+        {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
 }
 
 /// A short unique suffix (table names must differ between stacks).

@@ -93,10 +93,14 @@ impl Step {
     }
 }
 
-/// The steps for a burst of one customer's messages, in order.
+/// The steps for a burst of one customer's messages, in the order the
+/// customer sent them: by WhatsApp's timestamp (whole seconds), and in
+/// arrival order within a second (webhooks may arrive out of order).
 pub fn plan(messages: &[CustomerMessage]) -> Vec<Step> {
+    let mut ordered: Vec<&CustomerMessage> = messages.iter().collect();
+    ordered.sort_by_key(|m| m.sent_at_ms);
     let mut steps: Vec<Step> = Vec::new();
-    for message in messages {
+    for message in ordered {
         for step in steps_of(message) {
             push_merging(&mut steps, step);
         }
@@ -518,6 +522,22 @@ mod tests {
                 wamids: vec!["w3".into(), "w4".into()],
                 quote: String::new()
             }
+        );
+    }
+
+    #[test]
+    fn messages_are_put_back_in_the_order_they_were_sent() {
+        let mut late = text("w1", "first");
+        late.sent_at_ms = 1_000;
+        let mut early = text("w2", "second");
+        early.sent_at_ms = 2_000;
+        // Arrived second-first; the same second keeps arrival order.
+        let mut same = text("w3", "third");
+        same.sent_at_ms = 2_000;
+        let steps = plan(&[early, late, same]);
+        assert!(
+            matches!(&steps[0], Step::Text { text, .. } if text == "first\nsecond\nthird"),
+            "{steps:?}"
         );
     }
 

@@ -98,15 +98,63 @@ async fn agent_message(
     State(sandbox): State<Arc<Sandbox>>,
     Json(request): Json<AgentMessage>,
 ) -> AwsResult<Json<Value>> {
-    let item = sandbox.record(
-        &request.contact_id,
-        "MESSAGE",
-        "AGENT",
-        &request.content_type,
-        &request.content,
-    )?;
-    sandbox.stream(&request.contact_id, &item).await;
-    Ok(Json(json!({ "Id": item.id })))
+    let id = sandbox
+        .agent_says(&request.contact_id, &request.content_type, &request.content)
+        .await?;
+    Ok(Json(json!({ "Id": id })))
+}
+
+impl Sandbox {
+    /// The agent (or a bot) writes in the chat; streamed to the contact's
+    /// topic. The item's id.
+    pub async fn agent_says(
+        self: &Arc<Self>,
+        contact_id: &str,
+        content_type: &str,
+        content: &str,
+    ) -> AwsResult<String> {
+        let item = self.record(contact_id, "MESSAGE", "AGENT", content_type, content)?;
+        self.stream(contact_id, &item).await;
+        Ok(item.id)
+    }
+
+    /// An event in the chat (`participant.joined`, `typing`, `chat.ended`
+    /// …); streamed. `chat.ended` ends the contact: the customer's tokens
+    /// stop working.
+    pub async fn agent_event(self: &Arc<Self>, contact_id: &str, event: &str) -> AwsResult<String> {
+        if event == "chat.ended" {
+            self.end_contact(contact_id).await?;
+            return Ok(String::new());
+        }
+        let content_type = format!("application/vnd.amazonaws.connect.event.{event}");
+        let item = self.record(contact_id, "EVENT", "AGENT", &content_type, "")?;
+        self.stream(contact_id, &item).await;
+        Ok(item.id)
+    }
+
+    /// The agent sends a file: a downloadable, approved attachment,
+    /// streamed. Its attachment id.
+    pub async fn agent_attaches(
+        self: &Arc<Self>,
+        contact_id: &str,
+        name: &str,
+        content_type: &str,
+        bytes: Vec<u8>,
+    ) -> AwsResult<String> {
+        let id = crate::state::new_id();
+        self.add_attachment(crate::state::Attachment {
+            id: id.clone(),
+            contact_id: contact_id.to_owned(),
+            name: name.to_owned(),
+            content_type: content_type.to_owned(),
+            size: bytes.len() as u64,
+            bytes: Some(bytes),
+            completed: true,
+        });
+        let item = self.record(contact_id, "ATTACHMENT", "AGENT", content_type, &id)?;
+        self.stream(contact_id, &item).await;
+        Ok(id)
+    }
 }
 
 #[derive(Deserialize)]
@@ -122,14 +170,10 @@ async fn agent_event(
     State(sandbox): State<Arc<Sandbox>>,
     Json(request): Json<AgentEvent>,
 ) -> AwsResult<Json<Value>> {
-    if request.event == "chat.ended" {
-        sandbox.end_contact(&request.contact_id).await?;
-        return Ok(Json(json!({})));
-    }
-    let content_type = format!("application/vnd.amazonaws.connect.event.{}", request.event);
-    let item = sandbox.record(&request.contact_id, "EVENT", "AGENT", &content_type, "")?;
-    sandbox.stream(&request.contact_id, &item).await;
-    Ok(Json(json!({ "Id": item.id })))
+    let id = sandbox
+        .agent_event(&request.contact_id, &request.event)
+        .await?;
+    Ok(Json(json!({ "Id": id })))
 }
 
 #[derive(Deserialize)]
@@ -148,24 +192,14 @@ async fn agent_attachment(
 ) -> AwsResult<Json<Value>> {
     let bytes = crate::social::base64_decode(&request.bytes_base64)
         .ok_or_else(|| AwsError::validation(Api::Participant, "bytes_base64 is not base64"))?;
-    let id = crate::state::new_id();
-    sandbox.add_attachment(crate::state::Attachment {
-        id: id.clone(),
-        contact_id: request.contact_id.clone(),
-        name: request.name,
-        content_type: request.content_type.clone(),
-        size: bytes.len() as u64,
-        bytes: Some(bytes),
-        completed: true,
-    });
-    let item = sandbox.record(
-        &request.contact_id,
-        "ATTACHMENT",
-        "AGENT",
-        &request.content_type,
-        &id,
-    )?;
-    sandbox.stream(&request.contact_id, &item).await;
+    let id = sandbox
+        .agent_attaches(
+            &request.contact_id,
+            &request.name,
+            &request.content_type,
+            bytes,
+        )
+        .await?;
     Ok(Json(json!({ "AttachmentId": id })))
 }
 
