@@ -46,6 +46,7 @@ use crate::{
     },
     routing::{LiveRouting, Route},
     services::Services,
+    test_hooks,
 };
 
 /// How many times one step may meet an ended chat and move to a new one.
@@ -157,6 +158,7 @@ impl ToAgent {
                     }
                 }
             };
+            test_hooks::crash_point("deliver:step");
             if !sent.ids.is_empty() {
                 links.push(MessageLink {
                     whatsapp_message_ids: step.wamids(),

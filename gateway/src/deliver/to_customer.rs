@@ -32,6 +32,7 @@ use crate::{
     render::{to_agent::excerpt, to_customer},
     routing::{LiveRouting, Route},
     services::Services,
+    test_hooks,
 };
 
 /// Connect's content type of interactive messages.
@@ -132,6 +133,7 @@ impl ToCustomer {
                     }
                 }
             }
+            test_hooks::crash_point("deliver:step");
         }
         if !links.is_empty() {
             self.services
