@@ -117,11 +117,8 @@ pub struct GatewayConfig {
     /// How long an ended chat still takes agent messages (its last words
     /// often arrive after `chat.ended`).
     pub ended_chat_grace: Duration,
-    /// How long message claims and links are kept.
+    /// How long message ids (for dedupe) and links are kept.
     pub claim_ttl: Duration,
-    /// How long a claim may stay in progress before another replica may
-    /// take the message over.
-    pub claim_timeout: Duration,
     /// AWS configuration (tests point it at the stand-ins); `None`: the
     /// default chain.
     pub aws: Option<aws_config::SdkConfig>,
@@ -147,7 +144,6 @@ impl GatewayConfig {
             unknown_chat_grace: Duration::from_secs(120),
             ended_chat_grace: Duration::from_secs(120),
             claim_ttl: Duration::from_secs(7 * 24 * 3600),
-            claim_timeout: Duration::from_secs(120),
             aws: None,
         }
     }
@@ -256,7 +252,6 @@ impl GatewayConfig {
                 .millis("unknown_chat_grace_ms", defaults.unknown_chat_grace),
             ended_chat_grace: settings.millis("ended_chat_grace_ms", defaults.ended_chat_grace),
             claim_ttl: settings.millis("claim_ttl_ms", defaults.claim_ttl),
-            claim_timeout: settings.millis("claim_timeout_ms", defaults.claim_timeout),
             aws: None,
         };
         if let Some(origin) = &config.http.sns_trusted_cert_origin

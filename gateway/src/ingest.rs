@@ -1,10 +1,10 @@
 //! The front of the pipeline: one event from a source → parse → dedupe →
 //! buffer. An event is acknowledged only once its effects are durable:
-//! each customer message (or agent item) is claimed by its id and appended
-//! to its conversation's pending buffer in one session transaction that
-//! also completes the claim. A redelivered event finds its claims complete
-//! and changes nothing; a crash between claim and append leaves a claim
-//! that times out, and the redelivery appends then.
+//! each customer message (or agent item) is appended to its conversation's
+//! pending buffer *once* — the session records its id as claimed and
+//! completed in the same transaction as the append, so dedupe and buffer
+//! are one call and no crash can leave one without the other. A
+//! redelivered event finds its messages done and changes nothing.
 //!
 //! WhatsApp statuses (delivered, read, failed) of messages Parley sent are
 //! turned into Connect receipts or agent notices here, at once: they need
@@ -18,8 +18,8 @@ use parley_proto::{
     common::{ConversationKey, ErrorReason},
     connect::{ChatEvent, ContentType, SendEventRequest, SendMessageRequest},
     session::{
-        AppendPendingRequest, ClaimMessageRequest, ClaimOutcome, ClaimRef, Direction,
-        GetMessageLinkRequest, MessageOrigin, PendingMessage, ReleaseClaimRequest,
+        AppendOnce, AppendPendingRequest, Direction, GetMessageLinkRequest, MessageOrigin,
+        PendingMessage,
     },
     whatsapp::{
         MarkReadRequest, ReactionMessage, SendMessageRequest as WaSend,
@@ -298,7 +298,7 @@ impl Ingest {
             Err(error) => return Outcome::reject(format!("message {}: {error}", raw.wamid)),
         };
         let appended = self
-            .claim_and_append(
+            .append_once(
                 MessageOrigin::Whatsapp,
                 &message.wamid,
                 key,
@@ -319,10 +319,12 @@ impl Ingest {
         }
     }
 
-    /// Claims `message_id` and appends it to its buffer, completing the
-    /// claim in the same transaction.
+    /// Appends `message_id` to its buffer once: the session records the
+    /// message as claimed and completed in the same transaction as the
+    /// append, so there is no state in between for a crash to strand, and
+    /// a redelivery finds it done.
     #[allow(clippy::too_many_arguments)]
-    async fn claim_and_append(
+    async fn append_once(
         &self,
         origin: MessageOrigin,
         message_id: &str,
@@ -332,44 +334,7 @@ impl Ingest {
         received_at_ms: i64,
         (flush_delay, max_wait): (Duration, Duration),
     ) -> Appended {
-        let claim = self
-            .services
-            .session
-            .claim_message(ClaimMessageRequest {
-                origin: origin as i32,
-                message_id: message_id.to_owned(),
-                ttl_s: u32::try_from(self.config.claim_ttl.as_secs()).unwrap_or(u32::MAX),
-                in_progress_timeout_s: u32::try_from(self.config.claim_timeout.as_secs())
-                    .unwrap_or(u32::MAX)
-                    .max(1),
-            })
-            .await;
-        let claim = match claim {
-            Ok(claim) => claim,
-            Err(error) => return Appended::Not(Outcome::from_error(&error)),
-        };
-        match claim.outcome() {
-            ClaimOutcome::AlreadyCompleted => return Appended::Before,
-            ClaimOutcome::InProgress => {
-                return Appended::Not(Outcome::retry(
-                    Duration::from_millis(u64::from(claim.retry_after_ms.max(500))),
-                    "the message is being handled by another replica",
-                ));
-            }
-            ClaimOutcome::Claimed => {}
-            ClaimOutcome::Unspecified => {
-                return Appended::Not(Outcome::retry(
-                    Duration::from_secs(1),
-                    "unknown claim outcome",
-                ));
-            }
-        }
-        test_hooks::crash_point("ingest:claimed");
-        let claim_ref = ClaimRef {
-            origin: origin as i32,
-            message_id: message_id.to_owned(),
-            claim_token: claim.claim_token.clone(),
-        };
+        test_hooks::crash_point("ingest:parsed");
         let appended = self
             .services
             .session
@@ -384,36 +349,28 @@ impl Ingest {
                 }),
                 flush_delay_ms: u32::try_from(flush_delay.as_millis()).unwrap_or(u32::MAX),
                 max_wait_ms: u32::try_from(max_wait.as_millis()).unwrap_or(u32::MAX),
-                complete_claim: Some(claim_ref),
+                complete_claim: None,
+                once: Some(AppendOnce {
+                    origin: origin as i32,
+                    ttl_s: u32::try_from(self.config.claim_ttl.as_secs()).unwrap_or(u32::MAX),
+                }),
             })
             .await;
         match appended {
+            Ok(state) if state.duplicate => Appended::Before,
             Ok(state) => {
                 test_hooks::crash_point("ingest:appended");
                 Appended::Now(state.due_at_ms)
             }
-            Err(error) => {
-                // Give the claim back so the redelivery need not wait for it
-                // to time out.
-                let _ = self
-                    .services
-                    .session
-                    .release_claim(ReleaseClaimRequest {
-                        origin: origin as i32,
-                        message_id: message_id.to_owned(),
-                        claim_token: claim.claim_token,
-                    })
-                    .await;
-                if error.is(ErrorReason::LimitExceeded) {
-                    // The buffer is full: the flusher drains it, then this
-                    // message fits.
-                    return Appended::Not(Outcome::retry(
-                        Duration::from_secs(1),
-                        "the conversation's buffer is full; waiting for it to flush",
-                    ));
-                }
-                Appended::Not(Outcome::from_error(&error))
+            Err(error) if error.is(ErrorReason::LimitExceeded) => {
+                // The buffer is full: the flusher drains it, then this
+                // message fits.
+                Appended::Not(Outcome::retry(
+                    Duration::from_secs(1),
+                    "the conversation's buffer is full; waiting for it to flush",
+                ))
             }
+            Err(error) => Appended::Not(Outcome::from_error(&error)),
         }
     }
 
@@ -585,7 +542,7 @@ impl Ingest {
         tracing::info!(kind = ?item.kind, content_type = %item.content_type, "agent item");
         let window = self.config.outbound_window;
         match self
-            .claim_and_append(
+            .append_once(
                 MessageOrigin::Connect,
                 &item.id,
                 key,

@@ -75,9 +75,16 @@ async fn text_markdown_and_a_quick_reply_reach_whatsapp_and_the_choice_comes_bac
     let phone = "14155550301";
     let chat = open_chat(&stack, phone).await;
     let agent = stack.agent();
-    agent.says(&chat.contact_id, "text/plain", "Hello! How can I help?").await.unwrap();
     agent
-        .says(&chat.contact_id, "text/markdown", "Your order is **shipped** and _on its way_.")
+        .says(&chat.contact_id, "text/plain", "Hello! How can I help?")
+        .await
+        .unwrap();
+    agent
+        .says(
+            &chat.contact_id,
+            "text/markdown",
+            "Your order is **shipped** and _on its way_.",
+        )
         .await
         .unwrap();
     let template = json!({
@@ -88,21 +95,33 @@ async fn text_markdown_and_a_quick_reply_reach_whatsapp_and_the_choice_comes_bac
         ]}}
     });
     agent
-        .says(&chat.contact_id, "application/vnd.amazonaws.connect.message.interactive", &template.to_string())
+        .says(
+            &chat.contact_id,
+            "application/vnd.amazonaws.connect.message.interactive",
+            &template.to_string(),
+        )
         .await
         .unwrap();
     let sent = received(&stack, phone, 3).await;
     assert_eq!(whatsapp_text(&sent[0]), "Hello! How can I help?");
-    assert_eq!(whatsapp_text(&sent[1]), "Your order is *shipped* and _on its way_.");
+    assert_eq!(
+        whatsapp_text(&sent[1]),
+        "Your order is *shipped* and _on its way_."
+    );
     assert_eq!(sent[2].message["type"], "interactive");
-    let buttons = sent[2].message["interactive"]["action"]["buttons"].as_array().unwrap();
+    let buttons = sent[2].message["interactive"]["action"]["buttons"]
+        .as_array()
+        .unwrap();
     assert_eq!(buttons.len(), 3);
     assert_eq!(buttons[2]["reply"]["title"], "Talk to agent");
 
     // The customer taps the third button: the agent reads its title.
     let customer = stack.customer(phone, "Customer");
     let id = buttons[2]["reply"]["id"].as_str().unwrap();
-    customer.choose(&sent[2].message_id, id, "Talk to agent").await.unwrap();
+    customer
+        .choose(&sent[2].message_id, id, "Talk to agent")
+        .await
+        .unwrap();
     let texts = eventually(WAIT, || {
         let texts = customer_texts(&stack.chats_of(phone)[0]);
         (texts.len() >= 2).then_some(texts)
@@ -118,25 +137,44 @@ async fn whatsapp_statuses_become_connect_receipts_and_failures_notices() {
     let phone = "14155550302";
     let chat = open_chat(&stack, phone).await;
     let agent = stack.agent();
-    let item = agent.says(&chat.contact_id, "text/plain", "Your code is ready").await.unwrap();
-    let failed_item = agent.says(&chat.contact_id, "text/plain", "Anything else?").await.unwrap();
+    let item = agent
+        .says(&chat.contact_id, "text/plain", "Your code is ready")
+        .await
+        .unwrap();
+    let failed_item = agent
+        .says(&chat.contact_id, "text/plain", "Anything else?")
+        .await
+        .unwrap();
     let sent = received(&stack, phone, 2).await;
     let customer = stack.customer(phone, "Customer");
-    customer.status(&sent[0].message_id, "delivered").await.unwrap();
+    customer
+        .status(&sent[0].message_id, "delivered")
+        .await
+        .unwrap();
     customer.status(&sent[0].message_id, "read").await.unwrap();
-    customer.status(&sent[1].message_id, "failed").await.unwrap();
+    customer
+        .status(&sent[1].message_id, "failed")
+        .await
+        .unwrap();
     let got = eventually(WAIT, || {
         let contact = stack.chats_of(phone).into_iter().next()?;
         let receipts = receipts(&contact);
-        (receipts.len() >= 2 && !notices(&contact).is_empty()).then_some((receipts, notices(&contact)))
+        (receipts.len() >= 2 && !notices(&contact).is_empty())
+            .then_some((receipts, notices(&contact)))
     })
     .await
     .expect("receipts and a notice");
     let (receipts, notices) = got;
-    assert!(receipts.contains(&("delivered".into(), item.clone())), "{receipts:?}");
+    assert!(
+        receipts.contains(&("delivered".into(), item.clone())),
+        "{receipts:?}"
+    );
     assert!(receipts.contains(&("read".into(), item)), "{receipts:?}");
     assert!(!receipts.iter().any(|(_, id)| *id == failed_item));
-    assert!(notices[0].contains("131047") && notices[0].contains("Anything else?"), "{notices:?}");
+    assert!(
+        notices[0].contains("131047") && notices[0].contains("Anything else?"),
+        "{notices:?}"
+    );
 }
 
 #[tokio::test]
@@ -146,7 +184,8 @@ async fn an_agents_wav_arrives_as_a_voice_note() {
     let chat = open_chat(&stack, phone).await;
     let samples = parley_transcoder::synth::speech_like(16_000, 2.0, 3);
     let wav = {
-        let mut wav = parley_transcoder::pcm::wav_header(16_000, Some(samples.len() as u64 * 2)).to_vec();
+        let mut wav =
+            parley_transcoder::pcm::wav_header(16_000, Some(samples.len() as u64 * 2)).to_vec();
         wav.extend(parley_transcoder::synth::to_le_bytes(&samples));
         wav
     };
@@ -157,27 +196,55 @@ async fn an_agents_wav_arrives_as_a_voice_note() {
         .unwrap();
     let sent = received(&stack, phone, 1).await;
     assert_eq!(sent[0].message["type"], "audio", "{:?}", sent[0].message);
-    let media_id = sent[0].message["audio"]["id"].as_str().expect("sent by media id");
-    let media = stack.sandbox.sandbox.whatsapp_media(media_id).expect("the uploaded media");
-    assert!(media.mime_type.starts_with("audio/ogg"), "{}", media.mime_type);
+    let media_id = sent[0].message["audio"]["id"]
+        .as_str()
+        .expect("sent by media id");
+    let media = stack
+        .sandbox
+        .sandbox
+        .whatsapp_media(media_id)
+        .expect("the uploaded media");
+    assert!(
+        media.mime_type.starts_with("audio/ogg"),
+        "{}",
+        media.mime_type
+    );
     assert_eq!(&media.bytes[..4], b"OggS");
 }
 
 #[tokio::test]
 async fn an_ended_chat_says_goodbye_and_the_next_message_opens_a_new_chat() {
-    let routing = format!("{}goodbye = \"Thanks for chatting with us!\"\n", parley_local::stack::default_routing());
-    let stack = Stack::builder().bridge().routing(routing).start().await.unwrap();
+    let routing = format!(
+        "{}goodbye = \"Thanks for chatting with us!\"\n",
+        parley_local::stack::default_routing()
+    );
+    let stack = Stack::builder()
+        .bridge()
+        .routing(routing)
+        .start()
+        .await
+        .unwrap();
     let phone = "14155550304";
     let chat = open_chat(&stack, phone).await;
     let agent = stack.agent();
     // participant.left alone (it also fires on transfers) ends nothing.
-    agent.event(&chat.contact_id, "participant.left").await.unwrap();
-    agent.says(&chat.contact_id, "text/plain", "Bye now").await.unwrap();
+    agent
+        .event(&chat.contact_id, "participant.left")
+        .await
+        .unwrap();
+    agent
+        .says(&chat.contact_id, "text/plain", "Bye now")
+        .await
+        .unwrap();
     agent.event(&chat.contact_id, "chat.ended").await.unwrap();
     let sent = received(&stack, phone, 2).await;
     assert_eq!(whatsapp_text(&sent[0]), "Bye now");
     assert_eq!(whatsapp_text(&sent[1]), "Thanks for chatting with us!");
-    stack.customer(phone, "Customer").text("one more thing").await.unwrap();
+    stack
+        .customer(phone, "Customer")
+        .text("one more thing")
+        .await
+        .unwrap();
     let chats = eventually(WAIT, || {
         let chats = stack.chats_of(phone);
         (chats.len() == 2 && !customer_texts(&chats[1]).is_empty()).then_some(chats)
@@ -195,10 +262,17 @@ async fn a_transfer_keeps_the_conversation_going_both_ways() {
     let chat = open_chat(&stack, phone).await;
     let agent = stack.agent();
     let new_contact = agent.transfers(&chat.contact_id).unwrap();
-    agent.says(&new_contact, "text/plain", "Hi, I'm from billing").await.unwrap();
+    agent
+        .says(&new_contact, "text/plain", "Hi, I'm from billing")
+        .await
+        .unwrap();
     let sent = received(&stack, phone, 1).await;
     assert_eq!(whatsapp_text(&sent[0]), "Hi, I'm from billing");
-    stack.customer(phone, "Customer").text("thanks").await.unwrap();
+    stack
+        .customer(phone, "Customer")
+        .text("thanks")
+        .await
+        .unwrap();
     let texts = eventually(WAIT, || {
         let chats = stack.chats_of(phone);
         let texts: Vec<String> = chats.iter().flat_map(customer_texts).collect();
@@ -217,7 +291,10 @@ async fn agent_messages_are_sent_in_connects_order_each_once() {
     let chat = open_chat(&stack, phone).await;
     let agent = stack.agent();
     for n in 1..=6 {
-        agent.says(&chat.contact_id, "text/plain", &format!("line {n}")).await.unwrap();
+        agent
+            .says(&chat.contact_id, "text/plain", &format!("line {n}"))
+            .await
+            .unwrap();
     }
     let sent = received(&stack, phone, 6).await;
     tokio::time::sleep(Duration::from_millis(800)).await;

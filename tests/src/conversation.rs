@@ -74,6 +74,40 @@ impl Stack {
             .collect()
     }
 
+    /// Waits until nothing is pending for customer `phone` in either
+    /// direction — every batch delivered and acked — so counts taken after
+    /// it include any redelivery. `false` if it does not settle in time.
+    pub async fn settled(&self, phone: &str, timeout: Duration) -> bool {
+        use parley_client::SessionApi as _;
+        use parley_proto::session::{Direction, PeekPendingRequest};
+        let key = parley_proto::common::ConversationKey {
+            business_number_id: parley_sandbox::customer::WhatsAppNumber::default().phone_number_id,
+            customer_id: phone.to_owned(),
+        };
+        let session = self.session();
+        let deadline = tokio::time::Instant::now() + timeout;
+        while tokio::time::Instant::now() < deadline {
+            let mut pending = 0;
+            for direction in [Direction::Inbound, Direction::Outbound] {
+                match session
+                    .peek_pending(PeekPendingRequest {
+                        key: Some(key.clone()),
+                        direction: direction as i32,
+                    })
+                    .await
+                {
+                    Ok(state) => pending += state.message_count,
+                    Err(_) => pending += 1,
+                }
+            }
+            if pending == 0 {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        false
+    }
+
     /// The attachments of a chat.
     pub fn attachments_of(&self, contact_id: &str) -> Vec<Attachment> {
         self.sandbox.sandbox.attachments_of(contact_id)

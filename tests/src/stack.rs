@@ -9,7 +9,7 @@ use std::{
     net::{IpAddr, Ipv4Addr, SocketAddr},
     path::PathBuf,
     process::{Child, Command, Stdio},
-    sync::Arc,
+    sync::{Arc, Mutex},
     time::Duration,
 };
 
@@ -240,6 +240,7 @@ pub struct StackBuilder {
     routing: String,
     replicas: usize,
     feed: Feed,
+    capture_logs: bool,
     env: Vec<(String, String)>,
 }
 
@@ -315,8 +316,17 @@ impl StackBuilder {
             routing: default_routing(),
             replicas: 1,
             feed: Feed::Http,
+            capture_logs: false,
             env: Vec::new(),
         }
+    }
+
+    /// Writes each process's log (JSON, debug level) to a file in the
+    /// stack's scratch folder instead of this process's stderr; read them
+    /// with [`Stack::process_logs`].
+    pub fn capture_logs(mut self) -> Self {
+        self.capture_logs = true;
+        self
     }
 
     /// Adds every service and the gateway: the whole bridge.
@@ -528,12 +538,15 @@ impl StackBuilder {
             addresses: BTreeMap::new(),
             stop,
             tasks: Vec::new(),
-            children: Vec::new(),
+            children: Mutex::new(BTreeMap::new()),
+            store: self.store.clone(),
+            s3_endpoint: s3_endpoint.clone(),
+            capture_logs: self.capture_logs,
             streaming_topic_arn,
             data: tempfile::tempdir().context("a scratch folder")?,
             policy: CallPolicy::default(),
             queues,
-            gateways: Vec::new(),
+            gateways: Mutex::new(Vec::new()),
             gateway_setup: GatewaySetup {
                 tweaks: self.gateway.clone(),
                 routing: self.routing.clone(),
@@ -570,14 +583,8 @@ impl StackBuilder {
                 }
                 Mode::Processes => {
                     drop(listener);
-                    let child = stack.spawn_process(
-                        component,
-                        address,
-                        &self.store,
-                        &s3_endpoint,
-                        &self.env,
-                    )?;
-                    stack.children.push(child);
+                    let child = stack.spawn_process(component, address)?;
+                    stack.children().insert(component, child);
                 }
             }
             stack.addresses.insert(component, address);
@@ -593,8 +600,8 @@ impl StackBuilder {
         if with_gateway {
             for _ in 0..self.replicas {
                 let listener = parley_runtime::service::bind(SocketAddr::new(self.host, 0)).await?;
-                let index = stack.gateways.len();
-                stack.gateways.push(GatewayReplica {
+                let index = stack.gateways().len();
+                stack.gateways().push(GatewayReplica {
                     address: listener.local_addr()?,
                     task: None,
                     child: None,
@@ -655,22 +662,26 @@ pub struct Stack {
     addresses: BTreeMap<Component, SocketAddr>,
     stop: watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<anyhow::Result<()>>>,
-    children: Vec<Child>,
+    children: Mutex<BTreeMap<Component, Child>>,
+    store: SessionStore,
+    s3_endpoint: String,
+    capture_logs: bool,
     data: tempfile::TempDir,
     policy: CallPolicy,
     /// The SQS feed's queues, when the gateway is fed through SQS.
     pub queues: Option<Queues>,
-    gateways: Vec<GatewayReplica>,
+    gateways: Mutex<Vec<GatewayReplica>>,
     gateway_setup: GatewaySetup,
 }
 
 impl Drop for Stack {
     fn drop(&mut self) {
         let _ = self.stop.send(true);
-        for child in self
-            .children
-            .iter_mut()
-            .chain(self.gateways.iter_mut().filter_map(|g| g.child.as_mut()))
+        let mut children = self.children.lock().unwrap_or_else(|e| e.into_inner());
+        let mut gateways = self.gateways.lock().unwrap_or_else(|e| e.into_inner());
+        for child in children
+            .values_mut()
+            .chain(gateways.iter_mut().filter_map(|g| g.child.as_mut()))
         {
             let _ = child.kill();
             let _ = child.wait();
@@ -747,7 +758,7 @@ impl Stack {
     pub async fn shutdown(mut self) {
         let _ = self.stop.send(true);
         let gateway_tasks: Vec<_> = self
-            .gateways
+            .gateways()
             .iter_mut()
             .filter_map(|g| g.task.take())
             .collect();
@@ -758,12 +769,20 @@ impl Stack {
 
     /// The base URL of gateway replica `index` (`http://127.0.0.1:<port>`).
     pub fn gateway_url(&self, index: usize) -> String {
-        format!("http://{}", self.gateways[index].address)
+        format!("http://{}", self.gateways()[index].address)
     }
 
     /// How many gateway replicas the stack has.
     pub fn gateway_count(&self) -> usize {
-        self.gateways.len()
+        self.gateways().len()
+    }
+
+    fn gateways(&self) -> std::sync::MutexGuard<'_, Vec<GatewayReplica>> {
+        self.gateways.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn children(&self) -> std::sync::MutexGuard<'_, BTreeMap<Component, Child>> {
+        self.children.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Where the gateway's dead letters go when fed over HTTP.
@@ -828,13 +847,16 @@ impl Stack {
 
     /// Kills gateway replica `index` at once — SIGKILL for a process, an
     /// abort for a task — with no draining of any kind.
-    pub async fn kill_gateway(&mut self, index: usize) {
-        let replica = &mut self.gateways[index];
-        if let Some(mut child) = replica.child.take() {
+    pub async fn kill_gateway(&self, index: usize) {
+        let (child, task) = {
+            let mut gateways = self.gateways();
+            (gateways[index].child.take(), gateways[index].task.take())
+        };
+        if let Some(mut child) = child {
             let _ = child.kill();
             let _ = child.wait();
         }
-        if let Some(task) = replica.task.take() {
+        if let Some(task) = task {
             task.abort();
             let _ = task.await;
         }
@@ -842,16 +864,19 @@ impl Stack {
 
     /// Waits for replica `index` (a process) to exit by itself, e.g. at a
     /// crash point; `true` if it did within `timeout`.
-    pub async fn wait_gateway_exit(&mut self, index: usize, timeout: Duration) -> bool {
+    pub async fn wait_gateway_exit(&self, index: usize, timeout: Duration) -> bool {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            let exited = self.gateways[index]
-                .child
-                .as_mut()
-                .is_none_or(|c| c.try_wait().ok().flatten().is_some());
-            if exited {
-                self.gateways[index].child = None;
-                return true;
+            {
+                let mut gateways = self.gateways();
+                let exited = gateways[index]
+                    .child
+                    .as_mut()
+                    .is_none_or(|c| c.try_wait().ok().flatten().is_some());
+                if exited {
+                    gateways[index].child = None;
+                    return true;
+                }
             }
             if tokio::time::Instant::now() > deadline {
                 return false;
@@ -862,11 +887,7 @@ impl Stack {
 
     /// (Re)starts gateway replica `index` on its port, with extra
     /// environment for a process (e.g. `PARLEY_TEST_CRASH_AT`).
-    pub async fn restart_gateway(
-        &mut self,
-        index: usize,
-        env: &[(&str, &str)],
-    ) -> anyhow::Result<()> {
+    pub async fn restart_gateway(&self, index: usize, env: &[(&str, &str)]) -> anyhow::Result<()> {
         self.kill_gateway(index).await;
         self.run_gateway(index, None, env).await
     }
@@ -924,12 +945,12 @@ impl Stack {
 
     /// Starts replica `index` (on `listener`, or on its port again).
     async fn run_gateway(
-        &mut self,
+        &self,
         index: usize,
         listener: Option<tokio::net::TcpListener>,
         env: &[(&str, &str)],
     ) -> anyhow::Result<()> {
-        let address = self.gateways[index].address;
+        let address = self.gateways()[index].address;
         let config = self.gateway_config();
         match self.gateway_setup.mode {
             Mode::InProcess => {
@@ -946,14 +967,15 @@ impl Stack {
                     let _ = stopped.wait_for(|stop| *stop).await;
                 };
                 let server = Self::server_config(address);
-                self.gateways[index].task = Some(tokio::spawn(parley_gateway::run(
+                let task = tokio::spawn(parley_gateway::run(
                     listener, server, config, services, routing, shutdown,
-                )));
+                ));
+                self.gateways()[index].task = Some(task);
             }
             Mode::Processes => {
                 drop(listener);
                 let child = self.spawn_gateway_process(address, &config, env)?;
-                self.gateways[index].child = Some(child);
+                self.gateways()[index].child = Some(child);
             }
         }
         anyhow::ensure!(
@@ -1004,7 +1026,12 @@ impl Stack {
             .env("AWS_SECRET_ACCESS_KEY", "test")
             .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit());
+            .stderr(self.stderr_for("parley-gateway")?);
+        if self.capture_logs {
+            command
+                .env("PARLEY_LOG_FORMAT", "json")
+                .env("RUST_LOG", "debug,h2=info,hyper=info,tower=info,aws_smithy_runtime=info,aws_config=info,rustls=info,tonic=info,reqwest=info,aws_sdk_sqs=info");
+        }
         match (&self.queues, &self.moto) {
             (Some(queues), Some(moto)) => {
                 command
@@ -1151,14 +1178,72 @@ impl Stack {
         })
     }
 
-    fn spawn_process(
-        &self,
-        component: Component,
-        address: SocketAddr,
-        store: &SessionStore,
-        s3_endpoint: &str,
-        env: &[(String, String)],
-    ) -> anyhow::Result<Child> {
+    /// Kills service `component`'s process at once (SIGKILL).
+    pub fn kill_service(&self, component: Component) {
+        let child = self.children().remove(&component);
+        if let Some(mut child) = child {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts service `component`'s process again on its address, and
+    /// waits until it is healthy.
+    pub async fn start_service(&self, component: Component) -> anyhow::Result<()> {
+        self.kill_service(component);
+        let address = self.address(component);
+        let child = self.spawn_process(component, address)?;
+        self.children().insert(component, child);
+        anyhow::ensure!(
+            crate::process::wait_until_serving(
+                &format!("http://{address}"),
+                component.grpc_service()
+            )
+            .await,
+            "{} did not become healthy again",
+            component.name()
+        );
+        Ok(())
+    }
+
+    /// Every process's log so far (with `capture_logs`): (file name, text).
+    pub fn process_logs(&self) -> Vec<(String, String)> {
+        let Ok(entries) = std::fs::read_dir(self.data.path()) else {
+            return Vec::new();
+        };
+        let mut logs: Vec<(String, String)> = entries
+            .filter_map(Result::ok)
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".log"))
+            .map(|e| {
+                (
+                    e.file_name().to_string_lossy().into_owned(),
+                    std::fs::read_to_string(e.path()).unwrap_or_default(),
+                )
+            })
+            .collect();
+        logs.sort();
+        logs
+    }
+
+    /// Where a process's stderr goes: a log file (with `capture_logs`),
+    /// else this process's stderr.
+    fn stderr_for(&self, name: &str) -> anyhow::Result<Stdio> {
+        if !self.capture_logs {
+            return Ok(Stdio::inherit());
+        }
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.data.path().join(format!("{name}.log")))?;
+        Ok(Stdio::from(file))
+    }
+
+    fn spawn_process(&self, component: Component, address: SocketAddr) -> anyhow::Result<Child> {
+        let (store, s3_endpoint, env) = (
+            &self.store,
+            self.s3_endpoint.as_str(),
+            &self.gateway_setup.env,
+        );
         let mut command = Command::new(crate::process::binary(component.binary()));
         command
             .arg("serve")
@@ -1170,7 +1255,12 @@ impl Stack {
             .env("AWS_ENDPOINT_URL", &self.sandbox.endpoint)
             .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit());
+            .stderr(self.stderr_for(component.binary())?);
+        if self.capture_logs {
+            command
+                .env("PARLEY_LOG_FORMAT", "json")
+                .env("RUST_LOG", "debug,h2=info,hyper=info,tower=info,aws_smithy_runtime=info,aws_config=info,rustls=info,tonic=info,reqwest=info,aws_sdk_sqs=info");
+        }
         match component {
             Component::Session => {
                 match store {

@@ -121,6 +121,9 @@ impl ToAgent {
             _ => None,
         };
         let ensured = chat::ensure(&self.services, &customer, &route, initial).await?;
+        if ensured.initial_sent {
+            test_hooks::crash_point("deliver:chat-opened");
+        }
         let mut chat = ensured.chat;
         let mut links = Vec::new();
         for (index, step) in steps.iter().enumerate() {

@@ -31,9 +31,9 @@ use aws_sdk_dynamodb::{
 use crate::{
     error::{Result, SessionError},
     model::{
-        ActiveChat, AppendOptions, ChatLookup, ClaimOutcome, ClaimRef, ConversationKey, Direction,
-        EndOutcome, Lease, LeaseAttempt, LinkDirection, MessageLink, MessageOrigin, Millis,
-        PendingMessage, PendingState, TakenBatch,
+        ActiveChat, AppendClaim, AppendOptions, ChatLookup, ClaimOutcome, ClaimRef,
+        ConversationKey, Direction, EndOutcome, Lease, LeaseAttempt, LinkDirection, MessageLink,
+        MessageOrigin, Millis, PendingMessage, PendingState, TakenBatch,
     },
     pending::{self, BUFFER_TTL, PendingBuffer, StoredMessage},
     store::{SessionStore, millis, new_token},
@@ -577,7 +577,7 @@ impl DynamoStore {
         direction: Direction,
         ttl: Duration,
         now: Millis,
-        extra: Option<Update>,
+        extra: Option<Extra>,
         mut change: impl FnMut(&mut PendingBuffer) -> Result<T>,
     ) -> Result<(T, PendingState)> {
         for _ in 0..WRITE_ATTEMPTS {
@@ -628,10 +628,18 @@ impl DynamoStore {
                         .set_expression_attribute_values(version)
                         .build()
                         .map_err(build_error)?;
+                    let extra = match extra {
+                        Extra::CompleteClaim(update) => {
+                            TransactWriteItem::builder().update(update.clone()).build()
+                        }
+                        Extra::ClaimOnce(put) => {
+                            TransactWriteItem::builder().put(put.clone()).build()
+                        }
+                    };
                     self.client
                         .transact_write_items()
                         .transact_items(TransactWriteItem::builder().put(put).build())
-                        .transact_items(TransactWriteItem::builder().update(extra.clone()).build())
+                        .transact_items(extra)
                         .send()
                         .await
                         .map(|_| ())
@@ -660,6 +668,15 @@ impl DynamoStore {
             retry_after: Duration::from_millis(50),
         })
     }
+}
+
+/// A claim change written in the same transaction as a buffer; its
+/// condition failing is reported as `LeaseLost`.
+enum Extra {
+    /// Complete a claim held by a token.
+    CompleteClaim(Update),
+    /// Create a claim, completed, unless one exists.
+    ClaimOnce(Put),
 }
 
 /// What the due index projects besides its keys.
@@ -1221,12 +1238,13 @@ impl SessionStore for DynamoStore {
         direction: Direction,
         message: PendingMessage,
         options: AppendOptions,
-        claim: Option<ClaimRef>,
+        claim: AppendClaim,
         ttl: Duration,
         now: Millis,
     ) -> Result<PendingState> {
-        let complete = claim
-            .map(|claim| {
+        let extra = match &claim {
+            AppendClaim::None => None,
+            AppendClaim::Complete(claim) => Some(Extra::CompleteClaim(
                 Update::builder()
                     .table_name(&self.table)
                     .key("pk", s(claim_pk(claim.origin, &claim.message_id)))
@@ -1236,15 +1254,58 @@ impl SessionStore for DynamoStore {
                     .expression_attribute_values(":true", AttributeValue::Bool(true))
                     .expression_attribute_values(":token", s(&claim.token))
                     .build()
-                    .map_err(build_error)
-            })
-            .transpose()?;
-        let (_, state) = self
-            .with_buffer(key, direction, ttl, now, complete, |buffer| {
+                    .map_err(build_error)?,
+            )),
+            AppendClaim::Once { origin, ttl } => {
+                let expires_ms = now + millis(*ttl);
+                Some(Extra::ClaimOnce(
+                    Put::builder()
+                        .table_name(&self.table)
+                        .item("pk", s(claim_pk(*origin, &message.message_id)))
+                        .item("token", s(new_token()))
+                        .item("completed", AttributeValue::Bool(true))
+                        .item("staleAtMs", n(expires_ms))
+                        .item("expiresAtMs", n(expires_ms))
+                        .item("result", s(""))
+                        .item(TTL_ATTRIBUTE, n(expires_ms / 1000 + 1))
+                        .condition_expression(
+                            "attribute_not_exists(pk) OR expiresAtMs <= :now OR (completed = :false AND staleAtMs <= :now)",
+                        )
+                        .expression_attribute_values(":now", n(now))
+                        .expression_attribute_values(":false", AttributeValue::Bool(false))
+                        .build()
+                        .map_err(build_error)?,
+                ))
+            }
+        };
+        let appended = self
+            .with_buffer(key, direction, ttl, now, extra, |buffer| {
                 buffer.append(message.clone(), options, now)
             })
-            .await?;
-        Ok(state)
+            .await;
+        match (appended, &claim) {
+            (Ok((_, state)), _) => Ok(state),
+            // The claim was there: say whether it completed or is held.
+            (Err(SessionError::LeaseLost(_)), AppendClaim::Once { origin, .. }) => {
+                let item = self
+                    .get(claim_pk(*origin, &message.message_id))
+                    .await?
+                    .unwrap_or_default();
+                if matches!(item.get("completed"), Some(AttributeValue::Bool(true))) {
+                    Err(SessionError::Duplicate(
+                        "this message was appended before".into(),
+                    ))
+                } else {
+                    Err(SessionError::Busy {
+                        message: "this message is claimed by another caller".into(),
+                        retry_after: Duration::from_millis(
+                            (get_n_or_zero(&item, "staleAtMs") - now).max(1) as u64,
+                        ),
+                    })
+                }
+            }
+            (Err(error), _) => Err(error),
+        }
     }
 
     async fn peek_pending(

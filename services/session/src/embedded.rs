@@ -20,9 +20,9 @@ use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 use crate::{
     error::{Result, SessionError},
     model::{
-        ActiveChat, AppendOptions, ChatLookup, ClaimOutcome, ClaimRef, ConversationKey, Direction,
-        EndOutcome, Lease, LeaseAttempt, LinkDirection, MessageLink, MessageOrigin, Millis,
-        PendingMessage, PendingState, TakenBatch,
+        ActiveChat, AppendClaim, AppendOptions, ChatLookup, ClaimOutcome, ClaimRef,
+        ConversationKey, Direction, EndOutcome, Lease, LeaseAttempt, LinkDirection, MessageLink,
+        MessageOrigin, Millis, PendingMessage, PendingState, TakenBatch,
     },
     pending::{self, BUFFER_TTL, EMPTY_BUFFER_TTL, PendingBuffer, StoredMessage},
     store::{SessionStore, millis, new_token},
@@ -382,6 +382,47 @@ fn claim_matches(tx: &rusqlite::Connection, claim: &ClaimRef) -> Result<bool> {
         |r| r.get(0),
     )
     .map_err(store_error)
+}
+
+/// Records `message_id` as claimed and completed, unless it was claimed
+/// before: `Duplicate` when that claim completed, `Busy` while it is in
+/// progress elsewhere.
+fn claim_once(
+    tx: &rusqlite::Connection,
+    origin: MessageOrigin,
+    message_id: &str,
+    ttl: Duration,
+    now: Millis,
+) -> Result<()> {
+    let existing: Option<(bool, Millis, Millis)> = tx
+        .query_row(
+            "SELECT completed, stale_at_ms, expires_at_ms FROM claims WHERE origin = ?1 AND message_id = ?2",
+            [origin.as_str(), message_id],
+            |r| Ok((r.get::<_, i64>(0)? != 0, r.get(1)?, r.get(2)?)),
+        )
+        .optional()
+        .map_err(store_error)?;
+    match existing {
+        Some((_, _, expires)) if expires <= now => {}
+        Some((true, _, _)) => {
+            return Err(SessionError::Duplicate(
+                "this message was appended before".into(),
+            ));
+        }
+        Some((false, stale_at, _)) if stale_at > now => {
+            return Err(SessionError::Busy {
+                message: "this message is claimed by another caller".into(),
+                retry_after: Duration::from_millis((stale_at - now) as u64),
+            });
+        }
+        _ => {}
+    }
+    tx.execute(
+        "INSERT OR REPLACE INTO claims (origin, message_id, token, completed, stale_at_ms, expires_at_ms, result) VALUES (?1, ?2, ?3, 1, ?4, ?4, '')",
+        params![origin.as_str(), message_id, new_token(), now + millis(ttl)],
+    )
+    .map_err(store_error)?;
+    Ok(())
 }
 
 fn lost_claim() -> SessionError {
@@ -1021,21 +1062,27 @@ impl SessionStore for EmbeddedStore {
         direction: Direction,
         message: PendingMessage,
         options: AppendOptions,
-        claim: Option<ClaimRef>,
+        claim: AppendClaim,
         ttl: Duration,
         now: Millis,
     ) -> Result<PendingState> {
         let (_, state) = self
             .with_buffer(key, direction, ttl, now, move |buffer, tx| {
-                if let Some(claim) = &claim {
-                    if !claim_matches(tx, claim)? {
-                        return Err(lost_claim());
+                match &claim {
+                    AppendClaim::None => {}
+                    AppendClaim::Complete(claim) => {
+                        if !claim_matches(tx, claim)? {
+                            return Err(lost_claim());
+                        }
+                        tx.execute(
+                            "UPDATE claims SET completed = 1 WHERE origin = ?1 AND message_id = ?2 AND token = ?3",
+                            [claim.origin.as_str(), &claim.message_id, &claim.token],
+                        )
+                        .map_err(store_error)?;
                     }
-                    tx.execute(
-                        "UPDATE claims SET completed = 1 WHERE origin = ?1 AND message_id = ?2 AND token = ?3",
-                        [claim.origin.as_str(), &claim.message_id, &claim.token],
-                    )
-                    .map_err(store_error)?;
+                    AppendClaim::Once { origin, ttl } => {
+                        claim_once(tx, *origin, &message.message_id, *ttl, now)?;
+                    }
                 }
                 buffer.append(message, options, now)
             })

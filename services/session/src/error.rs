@@ -32,6 +32,10 @@ pub enum SessionError {
     /// The backing store failed.
     #[error("store failure: {0}")]
     Store(String),
+    /// The message was appended before (an append-once found its claim
+    /// completed): nothing was appended now.
+    #[error("duplicate: {0}")]
+    Duplicate(String),
 }
 
 impl From<parley_identity::IdentityError> for SessionError {

@@ -15,9 +15,9 @@ use crate::{
     clock::now_ms,
     error::SessionError,
     model::{
-        ActiveChat, AppendOptions, ChatLookup, ClaimOutcome, ClaimRef, ConversationKey, Direction,
-        LeaseAttempt, LinkDirection, MessageLink, MessageOrigin, PendingMessage, PendingState,
-        TakenBatch, require,
+        ActiveChat, AppendClaim, AppendOptions, ChatLookup, ClaimOutcome, ClaimRef,
+        ConversationKey, Direction, LeaseAttempt, LinkDirection, MessageLink, MessageOrigin,
+        PendingMessage, PendingState, TakenBatch, require,
     },
     pending::BUFFER_TTL,
     store::SessionStore,
@@ -118,6 +118,12 @@ pub fn status(error: SessionError) -> Status {
         SessionError::Store(_) => (
             Code::Unavailable,
             ErrorDetail::new(ErrorReason::Unavailable),
+        ),
+        // Answered as a state (`duplicate`), never as an error; here for
+        // completeness.
+        SessionError::Duplicate(_) => (
+            Code::AlreadyExists,
+            ErrorDetail::new(ErrorReason::InvalidRequest),
         ),
     };
     if let SessionError::Store(message) = &error {
@@ -228,6 +234,7 @@ fn pending_to(state: PendingState) -> pb::PendingState {
         due_at_ms: state.due_at_ms,
         leased_until_ms: state.leased_until_ms,
         attempts: state.attempts,
+        duplicate: false,
     }
 }
 
@@ -651,23 +658,31 @@ impl Session for SessionService {
             appended_at_ms: 0,
         };
         message.validate().map_err(status)?;
-        let claim = request
-            .complete_claim
-            .map(|c| claim_from(c.origin, c.message_id, c.claim_token))
-            .transpose()?;
-        if claim
-            .as_ref()
-            .is_some_and(|c| c.message_id != message.message_id)
-        {
-            return Err(invalid(
-                "complete_claim: must be the claim of the message appended",
-            ));
-        }
+        let claim = match (request.complete_claim, request.once) {
+            (Some(_), Some(_)) => {
+                return Err(invalid("give complete_claim or once, not both"));
+            }
+            (Some(c), None) => {
+                let claim = claim_from(c.origin, c.message_id, c.claim_token)?;
+                if claim.message_id != message.message_id {
+                    return Err(invalid(
+                        "complete_claim: must be the claim of the message appended",
+                    ));
+                }
+                AppendClaim::Complete(claim)
+            }
+            (None, Some(once)) => AppendClaim::Once {
+                origin: origin_from(once.origin)?,
+                ttl: Duration::from_secs(u64::from(once.ttl_s.max(1))),
+            },
+            (None, None) => AppendClaim::None,
+        };
         let options = AppendOptions {
             flush_delay: Duration::from_millis(u64::from(request.flush_delay_ms)),
             max_wait: Duration::from_millis(u64::from(request.max_wait_ms)),
         };
-        let state = self
+        let now = now_ms();
+        let appended = self
             .store
             .append_pending(
                 &key,
@@ -676,11 +691,24 @@ impl Session for SessionService {
                 options,
                 claim,
                 self.config.pending_ttl,
-                now_ms(),
+                now,
             )
-            .await
-            .map_err(status)?;
-        Ok(Response::new(pending_to(state)))
+            .await;
+        match appended {
+            Ok(state) => Ok(Response::new(pending_to(state))),
+            Err(SessionError::Duplicate(_)) => {
+                let state = self
+                    .store
+                    .peek_pending(&key, direction, now)
+                    .await
+                    .map_err(status)?;
+                Ok(Response::new(pb::PendingState {
+                    duplicate: true,
+                    ..pending_to(state)
+                }))
+            }
+            Err(error) => Err(status(error)),
+        }
     }
 
     async fn peek_pending(

@@ -199,6 +199,25 @@ pub struct ClaimRef {
     pub token: String,
 }
 
+/// What an append does with the message's claim, in the same transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AppendClaim {
+    /// Nothing.
+    None,
+    /// Completes a claim the caller holds (`LeaseLost` when it does not).
+    Complete(ClaimRef),
+    /// Appends only a message never claimed before: records it claimed and
+    /// completed for `ttl` with the append. A message claimed and
+    /// completed before is `Duplicate` (nothing appended); one whose claim
+    /// is in progress elsewhere is `Busy`.
+    Once {
+        /// Where the id comes from.
+        origin: MessageOrigin,
+        /// How long the claim is kept.
+        ttl: Duration,
+    },
+}
+
 /// Which way a buffer's messages go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Direction {

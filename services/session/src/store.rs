@@ -9,9 +9,9 @@ use async_trait::async_trait;
 use crate::{
     error::Result,
     model::{
-        ActiveChat, AppendOptions, ChatLookup, ClaimOutcome, ClaimRef, ConversationKey, Direction,
-        EndOutcome, LeaseAttempt, MessageLink, MessageOrigin, Millis, PendingMessage, PendingState,
-        TakenBatch,
+        ActiveChat, AppendClaim, AppendOptions, ChatLookup, ClaimOutcome, ClaimRef,
+        ConversationKey, Direction, EndOutcome, LeaseAttempt, MessageLink, MessageOrigin, Millis,
+        PendingMessage, PendingState, TakenBatch,
     },
 };
 
@@ -144,10 +144,11 @@ pub trait SessionStore: Send + Sync + 'static {
 
     // ---- pending buffers ----
 
-    /// Appends a message (ignored if its id is already waiting), completing
-    /// `claim` in the same transaction. `LimitExceeded` past the size cap;
-    /// `LeaseLost` when the claim is no longer the caller's (nothing is
-    /// appended then).
+    /// Appends a message (ignored if its id is already waiting), doing
+    /// what `claim` says with its claim in the same transaction.
+    /// `LimitExceeded` past the size cap; `LeaseLost` when a claim to
+    /// complete is no longer the caller's; `Duplicate` or `Busy` for an
+    /// append-once of a message claimed before (nothing is appended then).
     #[allow(clippy::too_many_arguments)]
     async fn append_pending(
         &self,
@@ -155,7 +156,7 @@ pub trait SessionStore: Send + Sync + 'static {
         direction: Direction,
         message: PendingMessage,
         options: AppendOptions,
-        claim: Option<ClaimRef>,
+        claim: AppendClaim,
         ttl: Duration,
         now: Millis,
     ) -> Result<PendingState>;

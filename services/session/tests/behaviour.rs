@@ -9,8 +9,8 @@ use common::*;
 use parley_session::{
     error::SessionError,
     model::{
-        AppendOptions, ChatLookup, ClaimOutcome, ClaimRef, Direction, LeaseAttempt, LinkDirection,
-        MessageLink, MessageOrigin, PendingMessage,
+        AppendClaim, AppendOptions, ChatLookup, ClaimOutcome, ClaimRef, Direction, LeaseAttempt,
+        LinkDirection, MessageLink, MessageOrigin, PendingMessage,
     },
     pending::MAX_BUFFER_BYTES,
     store::SessionStore,
@@ -621,7 +621,7 @@ async fn append(
             Direction::Inbound,
             message(id, now),
             options,
-            None,
+            AppendClaim::None,
             TTL,
             now,
         )
@@ -645,7 +645,7 @@ async fn pending_two_phase_take(store: Arc<dyn SessionStore>) {
                 inbound,
                 message(id, T0),
                 now_due(),
-                None,
+                AppendClaim::None,
                 TTL,
                 T0 + 100 * i as i64,
             )
@@ -663,7 +663,7 @@ async fn pending_two_phase_take(store: Arc<dyn SessionStore>) {
             inbound,
             message("wamid.2", T0),
             now_due(),
-            None,
+            AppendClaim::None,
             TTL,
             T0 + 500,
         )
@@ -703,7 +703,7 @@ async fn pending_two_phase_take(store: Arc<dyn SessionStore>) {
             inbound,
             message("wamid.4", T0),
             now_due(),
-            None,
+            AppendClaim::None,
             TTL,
             T0 + 3_000,
         )
@@ -789,7 +789,7 @@ async fn pending_two_phase_take(store: Arc<dyn SessionStore>) {
             inbound,
             message("wamid.5", T0),
             now_due(),
-            None,
+            AppendClaim::None,
             TTL,
             T0 + 17_005,
         )
@@ -867,7 +867,7 @@ async fn pending_due_times_and_directions(store: Arc<dyn SessionStore>) {
                 flush_delay: Duration::from_millis(500),
                 max_wait: Duration::ZERO,
             },
-            None,
+            AppendClaim::None,
             TTL,
             T0,
         )
@@ -893,7 +893,7 @@ async fn pending_due_times_and_directions(store: Arc<dyn SessionStore>) {
             Direction::Outbound,
             message("agent-1", T0),
             now_due(),
-            None,
+            AppendClaim::None,
             TTL,
             T0,
         )
@@ -939,7 +939,15 @@ async fn pending_size_cap(store: Arc<dyn SessionStore>) {
     };
     for id in ["big-1", "big-2"] {
         store
-            .append_pending(&k, Direction::Inbound, big(id), now_due(), None, TTL, T0)
+            .append_pending(
+                &k,
+                Direction::Inbound,
+                big(id),
+                now_due(),
+                AppendClaim::None,
+                TTL,
+                T0,
+            )
             .await
             .unwrap();
     }
@@ -949,7 +957,7 @@ async fn pending_size_cap(store: Arc<dyn SessionStore>) {
             Direction::Inbound,
             big("big-3"),
             now_due(),
-            None,
+            AppendClaim::None,
             TTL,
             T0,
         )
@@ -979,7 +987,7 @@ async fn pending_size_cap(store: Arc<dyn SessionStore>) {
             Direction::Inbound,
             big("big-3"),
             now_due(),
-            None,
+            AppendClaim::None,
             TTL,
             T0,
         )
@@ -990,6 +998,127 @@ async fn pending_size_cap(store: Arc<dyn SessionStore>) {
 /// Append and claim completion are one transaction: a crash cannot leave a
 /// claimed message outside the buffer or a buffered message with an open
 /// claim; a claim that was taken over appends nothing.
+async fn append_once_dedupes_in_one_transaction(store: Arc<dyn SessionStore>) {
+    let k = key(11);
+    let wa = MessageOrigin::WhatsApp;
+    let once = || AppendClaim::Once {
+        origin: wa,
+        ttl: TTL,
+    };
+    store
+        .append_pending(
+            &k,
+            Direction::Inbound,
+            message("wamid.O1", T0),
+            now_due(),
+            once(),
+            TTL,
+            T0,
+        )
+        .await
+        .unwrap();
+    // The message is claimed and completed with the append.
+    assert!(matches!(
+        store
+            .claim(wa, "wamid.O1", TTL, FIVE_MIN, T0 + 1)
+            .await
+            .unwrap(),
+        ClaimOutcome::AlreadyCompleted { .. }
+    ));
+    // A redelivery, while waiting and after the batch was acked: a
+    // duplicate, nothing appended.
+    let again = store
+        .append_pending(
+            &k,
+            Direction::Inbound,
+            message("wamid.O1", T0),
+            now_due(),
+            once(),
+            TTL,
+            T0 + 2,
+        )
+        .await;
+    assert!(
+        matches!(again, Err(SessionError::Duplicate(_))),
+        "{again:?}"
+    );
+    let batch = store
+        .take_pending(&k, Direction::Inbound, LEASE, 0, 0, T0 + 3)
+        .await
+        .unwrap();
+    store
+        .ack_pending(&k, Direction::Inbound, &batch.take_token, T0 + 4)
+        .await
+        .unwrap();
+    let after_ack = store
+        .append_pending(
+            &k,
+            Direction::Inbound,
+            message("wamid.O1", T0),
+            now_due(),
+            once(),
+            TTL,
+            T0 + 5,
+        )
+        .await;
+    assert!(
+        matches!(after_ack, Err(SessionError::Duplicate(_))),
+        "{after_ack:?}"
+    );
+    assert_eq!(
+        store
+            .peek_pending(&k, Direction::Inbound, T0 + 6)
+            .await
+            .unwrap()
+            .message_count,
+        0
+    );
+    // A message claimed by someone else (in progress) is busy, not lost.
+    let ClaimOutcome::Claimed { .. } = store
+        .claim(wa, "wamid.O2", TTL, FIVE_MIN, T0)
+        .await
+        .unwrap()
+    else {
+        panic!()
+    };
+    let busy = store
+        .append_pending(
+            &k,
+            Direction::Inbound,
+            message("wamid.O2", T0),
+            now_due(),
+            once(),
+            TTL,
+            T0 + 7,
+        )
+        .await;
+    assert!(matches!(busy, Err(SessionError::Busy { .. })), "{busy:?}");
+    // A refused append (size cap) records nothing: the retry goes through.
+    let huge = PendingMessage {
+        payload: vec![b'x'; MAX_BUFFER_BYTES as usize + 1],
+        ..message("wamid.O3", T0)
+    };
+    let refused = store
+        .append_pending(&k, Direction::Inbound, huge, now_due(), once(), TTL, T0 + 8)
+        .await;
+    assert!(
+        matches!(refused, Err(SessionError::LimitExceeded(_))),
+        "{refused:?}"
+    );
+    store
+        .append_pending(
+            &k,
+            Direction::Inbound,
+            message("wamid.O3", T0),
+            now_due(),
+            once(),
+            TTL,
+            T0 + 9,
+        )
+        .await
+        .unwrap();
+}
+
 async fn append_completes_the_claim_atomically(store: Arc<dyn SessionStore>) {
     let k = key(9);
     let wa = MessageOrigin::WhatsApp;
@@ -1004,7 +1133,7 @@ async fn append_completes_the_claim_atomically(store: Arc<dyn SessionStore>) {
             Direction::Inbound,
             message("wamid.X", T0),
             now_due(),
-            Some(claim_ref(wa, "wamid.X", &token)),
+            AppendClaim::Complete(claim_ref(wa, "wamid.X", &token)),
             TTL,
             T0,
         )
@@ -1036,7 +1165,7 @@ async fn append_completes_the_claim_atomically(store: Arc<dyn SessionStore>) {
             Direction::Inbound,
             message("wamid.Y", T0),
             now_due(),
-            Some(claim_ref(wa, "wamid.Y", &stale)),
+            AppendClaim::Complete(claim_ref(wa, "wamid.Y", &stale)),
             TTL,
             T0 + 301_001,
         )
@@ -1057,7 +1186,7 @@ async fn append_completes_the_claim_atomically(store: Arc<dyn SessionStore>) {
             Direction::Inbound,
             message("wamid.Y", T0),
             now_due(),
-            Some(claim_ref(wa, "wamid.Y", &fresh)),
+            AppendClaim::Complete(claim_ref(wa, "wamid.Y", &fresh)),
             TTL,
             T0 + 301_003,
         )
@@ -1085,7 +1214,7 @@ async fn append_completes_the_claim_atomically(store: Arc<dyn SessionStore>) {
                     ..message(filler, T0)
                 },
                 now_due(),
-                None,
+                AppendClaim::None,
                 TTL,
                 T0,
             )
@@ -1099,7 +1228,7 @@ async fn append_completes_the_claim_atomically(store: Arc<dyn SessionStore>) {
                 Direction::Inbound,
                 huge,
                 now_due(),
-                Some(claim_ref(wa, "wamid.Z", &open)),
+                AppendClaim::Complete(claim_ref(wa, "wamid.Z", &open)),
                 TTL,
                 T0 + 2
             )
@@ -1269,6 +1398,7 @@ embedded_suite!(
     pending_due_times_and_directions,
     pending_size_cap,
     append_completes_the_claim_atomically,
+    append_once_dedupes_in_one_transaction,
     concurrent_claims_are_exclusive,
     concurrent_takes_are_exclusive,
     concurrent_appends_keep_order,
