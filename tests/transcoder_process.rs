@@ -18,6 +18,7 @@ async fn serves_converts_and_drains_on_sigterm() {
     let port = free_port();
     let mut child = Command::new(binary("parley-transcoder"))
         .arg("serve")
+        .env("PARLEY_METRICS_LISTEN", "127.0.0.1:0")
         .env("PARLEY_LISTEN", format!("127.0.0.1:{port}"))
         .env("PARLEY_LOG_FORMAT", "json")
         .env("PARLEY_SHUTDOWN_GRACE_MS", "2000")

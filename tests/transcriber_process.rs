@@ -20,6 +20,7 @@ async fn transcribes_through_the_emulator_and_logs_no_transcript() {
     let port = free_port();
     let mut child = Command::new(binary("parley-transcriber"))
         .arg("serve")
+        .env("PARLEY_METRICS_LISTEN", "127.0.0.1:0")
         .env("PARLEY_LISTEN", format!("127.0.0.1:{port}"))
         .env("PARLEY_TRANSCRIBE_MAX_STREAMS", "2")
         .env("PARLEY_LOG_FORMAT", "json")
@@ -90,6 +91,7 @@ async fn transcribes_through_the_emulator_and_logs_no_transcript() {
 fn bad_settings_are_all_reported_before_serving() {
     let output = Command::new(binary("parley-transcriber"))
         .arg("serve")
+        .env("PARLEY_METRICS_LISTEN", "127.0.0.1:0")
         .env("PARLEY_TRANSCRIBE_MAX_STREAMS", "0")
         .env("PARLEY_TRANSCRIBE_EVENT_MS", "1500")
         .env("PARLEY_TRANSCRIBE_REALTIME_MULTIPLIER", "fast")

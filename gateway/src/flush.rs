@@ -19,7 +19,7 @@ use parley_client::SessionApi;
 use parley_proto::{
     common::{ConversationKey, ErrorReason},
     session::{
-        AckPendingRequest, BatchLeaseRef, ExtendLeaseRequest, ListDuePendingRequest,
+        AckPendingRequest, BatchLeaseRef, Direction, ExtendLeaseRequest, ListDuePendingRequest,
         ReleasePendingRequest, TakePendingRequest, TakePendingResponse, extend_lease_request,
     },
 };
@@ -31,6 +31,7 @@ use crate::{
     config::FlushConfig,
     dead_letter::{DeadLetter, DeadLetters},
     deliver::{Batch, Deliver, DeliveryError, describe},
+    metrics::{InFlight, label, metrics},
     test_hooks,
 };
 
@@ -187,6 +188,11 @@ impl Flusher {
             }
         };
         let attempts = taken.state.as_ref().map_or(1, |s| s.attempts);
+        if attempts > 1 {
+            metrics()
+                .retries
+                .add(1, &[label("direction", direction_name(direction))]);
+        }
         let span = tracing::info_span!(
             "flush",
             direction = direction.as_str_name(),
@@ -221,11 +227,28 @@ impl Flusher {
             self.config.lease,
             lease_lost.clone(),
         ));
+        let started = std::time::Instant::now();
+        let working = InFlight::start("batch");
         let delivered = tokio::select! {
             delivered = self.deliver.deliver(&batch) => Some(delivered),
             _ = lease_lost.cancelled() => None,
         };
+        drop(working);
         extender.abort();
+        let outcome = match &delivered {
+            Some(Ok(())) => "delivered",
+            Some(Err(error)) if error.is_retry() && !batch.final_attempt => "retry",
+            Some(Err(_)) => "dead_letter",
+            None => "lease_lost",
+        };
+        let labels = [
+            label("direction", direction_name(direction)),
+            label("outcome", outcome),
+        ];
+        metrics().deliveries.add(1, &labels);
+        metrics()
+            .delivery_duration
+            .record(started.elapsed().as_secs_f64(), &labels);
         test_hooks::crash_point("flush:delivered");
         let Some(delivered) = delivered else {
             tracing::warn!(
@@ -291,6 +314,7 @@ impl Flusher {
                 tracing::error!(%error, "dead letter not stored; the batch is kept");
                 return false;
             }
+            metrics().dead_letters.add(1, &[label("source", source)]);
         }
         true
     }
@@ -365,6 +389,13 @@ async fn keep_lease(
             }
             Err(error) => tracing::warn!(error = %describe(&error), "lease extension failed"),
         }
+    }
+}
+
+fn direction_name(direction: Direction) -> &'static str {
+    match direction {
+        Direction::Outbound => "outbound",
+        _ => "inbound",
     }
 }
 

@@ -73,6 +73,8 @@ pub struct Event {
     pub traceparent: String,
     /// When the source received it.
     pub received_at_ms: i64,
+    /// When it was published, when the transport says (0: unknown).
+    pub sent_at_ms: i64,
 }
 
 /// What the source does with an event.
@@ -310,6 +312,13 @@ impl Ingest {
             .await;
         match appended {
             Appended::Now(due_at_ms) => {
+                crate::metrics::metrics().messages.add(
+                    1,
+                    &[
+                        crate::metrics::label("direction", "inbound"),
+                        crate::metrics::label("kind", message.content.kind_name()),
+                    ],
+                );
                 self.inbound_wakeups.at(due_at_ms);
                 self.received_reaction(&message, &route).await;
                 Outcome::Done
@@ -554,6 +563,13 @@ impl Ingest {
             .await
         {
             Appended::Now(due_at_ms) => {
+                crate::metrics::metrics().messages.add(
+                    1,
+                    &[
+                        crate::metrics::label("direction", "outbound"),
+                        crate::metrics::label("kind", item.kind.as_str()),
+                    ],
+                );
                 self.outbound_wakeups.at(due_at_ms);
                 Outcome::Done
             }

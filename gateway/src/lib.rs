@@ -34,6 +34,7 @@ pub mod deliver;
 pub mod flush;
 pub mod ingest;
 pub mod keys;
+pub mod metrics;
 pub mod model;
 pub mod parse;
 pub mod render;

@@ -296,6 +296,17 @@ pub enum ItemKind {
     Attachment,
 }
 
+impl ItemKind {
+    /// Its name in metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Message => "message",
+            Self::Event => "event",
+            Self::Attachment => "attachment",
+        }
+    }
+}
+
 /// One attachment of a Connect item.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AgentAttachment {

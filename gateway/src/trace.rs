@@ -48,6 +48,40 @@ pub fn continue_trace(span: &tracing::Span, traceparent: &str) {
     let _ = span.set_parent(parley_runtime::propagation::extract_context(&headers));
 }
 
+/// Links `span` to the trace `traceparent` names (messages delivered in
+/// one batch: the delivery continues the first one's trace and links the
+/// others').
+pub fn link(span: &tracing::Span, traceparent: &str) {
+    use opentelemetry::trace::TraceContextExt as _;
+    let Ok(value) = HeaderValue::from_str(traceparent) else {
+        return;
+    };
+    let mut headers = HeaderMap::new();
+    headers.insert("traceparent", value);
+    let context = parley_runtime::propagation::extract_context(&headers);
+    let span_context = context.span().span_context().clone();
+    if span_context.is_valid() {
+        span.add_link(span_context);
+    }
+}
+
+/// A span for delivering a batch whose messages carry these trace
+/// contexts: in the first one's trace, linked to the rest.
+pub fn delivery_span<'a>(
+    name: &'static str,
+    traceparents: impl IntoIterator<Item = &'a str>,
+) -> tracing::Span {
+    let span = tracing::info_span!("deliver", direction = name);
+    let mut traceparents = traceparents.into_iter().filter(|t| !t.is_empty());
+    if let Some(first) = traceparents.next() {
+        continue_trace(&span, first);
+    }
+    for other in traceparents {
+        link(&span, other);
+    }
+    span
+}
+
 /// The `traceparent` of `span`, to store with a buffered message.
 pub fn traceparent_of(span: &tracing::Span) -> String {
     let mut headers = HeaderMap::new();

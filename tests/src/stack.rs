@@ -547,6 +547,7 @@ impl StackBuilder {
             policy: CallPolicy::default(),
             queues,
             gateways: Mutex::new(Vec::new()),
+            metrics: Mutex::new(BTreeMap::new()),
             gateway_setup: GatewaySetup {
                 tweaks: self.gateway.clone(),
                 routing: self.routing.clone(),
@@ -672,6 +673,9 @@ pub struct Stack {
     pub queues: Option<Queues>,
     gateways: Mutex<Vec<GatewayReplica>>,
     gateway_setup: GatewaySetup,
+    /// Where each process serves `/metrics` (by its log name), kept
+    /// across restarts.
+    metrics: Mutex<BTreeMap<String, SocketAddr>>,
 }
 
 impl Drop for Stack {
@@ -974,7 +978,7 @@ impl Stack {
             }
             Mode::Processes => {
                 drop(listener);
-                let child = self.spawn_gateway_process(address, &config, env)?;
+                let child = self.spawn_gateway_process(index, address, &config, env)?;
                 self.gateways()[index].child = Some(child);
             }
         }
@@ -987,6 +991,7 @@ impl Stack {
 
     fn spawn_gateway_process(
         &self,
+        index: usize,
         address: SocketAddr,
         config: &GatewayConfig,
         env: &[(&str, &str)],
@@ -999,6 +1004,11 @@ impl Stack {
             .env("PARLEY_LISTEN", address.to_string())
             .env("PARLEY_SHUTDOWN_GRACE_MS", "2000")
             .env("PARLEY_ROUTING_FILE", &routing)
+            .env(
+                "PARLEY_METRICS_LISTEN",
+                self.metrics_for(&format!("parley-gateway-{index}"))
+                    .to_string(),
+            )
             .env("PARLEY_SESSION_ENDPOINT", &config.session.endpoint)
             .env("PARLEY_TRANSCODER_ENDPOINT", &config.transcoder.endpoint)
             .env("PARLEY_TRANSCRIBER_ENDPOINT", &config.transcriber.endpoint)
@@ -1206,6 +1216,26 @@ impl Stack {
         Ok(())
     }
 
+    /// Where process `name` (`parley-session`, `parley-gateway-0`, …)
+    /// serves `/metrics`, when the stack runs processes.
+    pub fn metrics_address(&self, name: &str) -> Option<SocketAddr> {
+        self.metrics
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+            .copied()
+    }
+
+    /// A metrics address for process `name`, the same on every restart.
+    fn metrics_for(&self, name: &str) -> SocketAddr {
+        *self
+            .metrics
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(name.to_owned())
+            .or_insert_with(|| SocketAddr::from(([127, 0, 0, 1], crate::process::free_port())))
+    }
+
     /// Every process's log so far (with `capture_logs`): (file name, text).
     pub fn process_logs(&self) -> Vec<(String, String)> {
         let Ok(entries) = std::fs::read_dir(self.data.path()) else {
@@ -1253,6 +1283,10 @@ impl Stack {
             .env("AWS_ACCESS_KEY_ID", "test")
             .env("AWS_SECRET_ACCESS_KEY", "test")
             .env("AWS_ENDPOINT_URL", &self.sandbox.endpoint)
+            .env(
+                "PARLEY_METRICS_LISTEN",
+                self.metrics_for(component.binary()).to_string(),
+            )
             .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
             .stdout(Stdio::null())
             .stderr(self.stderr_for(component.binary())?);

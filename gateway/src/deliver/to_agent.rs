@@ -28,6 +28,7 @@ use parley_proto::{
         send_message_request::Content as WaContent,
     },
 };
+use tracing::Instrument as _;
 
 use super::{
     Batch, Deliver, DeliveryError,
@@ -76,7 +77,14 @@ impl Deliver for ToAgent {
     }
 
     fn deliver<'a>(&'a self, batch: &'a Batch) -> BoxFuture<'a, Result<(), DeliveryError>> {
-        Box::pin(self.deliver_batch(batch))
+        Box::pin(async move {
+            let messages: Vec<CustomerMessage> = decode(batch)?;
+            let span = crate::trace::delivery_span(
+                "to_agent",
+                messages.iter().map(|m| m.traceparent.as_str()),
+            );
+            self.deliver_batch(batch, messages).instrument(span).await
+        })
     }
 }
 
@@ -88,8 +96,11 @@ struct Sent {
 }
 
 impl ToAgent {
-    async fn deliver_batch(&self, batch: &Batch) -> Result<(), DeliveryError> {
-        let messages: Vec<CustomerMessage> = decode(batch)?;
+    async fn deliver_batch(
+        &self,
+        batch: &Batch,
+        messages: Vec<CustomerMessage>,
+    ) -> Result<(), DeliveryError> {
         let Some(first) = messages.first() else {
             return Ok(());
         };

@@ -19,6 +19,7 @@ use parley_proto::{
         send_message_request::Content as WaContent,
     },
 };
+use tracing::Instrument as _;
 
 use super::{
     Batch, Deliver, DeliveryError,
@@ -62,7 +63,14 @@ impl Deliver for ToCustomer {
     }
 
     fn deliver<'a>(&'a self, batch: &'a Batch) -> BoxFuture<'a, Result<(), DeliveryError>> {
-        Box::pin(self.deliver_batch(batch))
+        Box::pin(async move {
+            let items: Vec<AgentItem> = decode(batch)?;
+            let span = crate::trace::delivery_span(
+                "to_customer",
+                items.iter().map(|i| i.traceparent.as_str()),
+            );
+            self.deliver_batch(batch, items).instrument(span).await
+        })
     }
 }
 
@@ -91,8 +99,11 @@ pub fn render(item: &AgentItem, route: &Route) -> to_customer::Rendered {
 }
 
 impl ToCustomer {
-    async fn deliver_batch(&self, batch: &Batch) -> Result<(), DeliveryError> {
-        let mut items: Vec<AgentItem> = decode(batch)?;
+    async fn deliver_batch(
+        &self,
+        batch: &Batch,
+        mut items: Vec<AgentItem>,
+    ) -> Result<(), DeliveryError> {
         in_order(&mut items);
         let number = BusinessNumber::parse(&batch.key.business_number_id)
             .map_err(|e| DeliveryError::fatal(format!("the batch's business number: {e}")))?;

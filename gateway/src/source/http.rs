@@ -133,6 +133,7 @@ async fn sns(
                 attributes: Default::default(),
                 traceparent: trace_header(&headers),
                 received_at_ms: now_ms(),
+                sent_at_ms: verified.timestamp_ms,
             };
             answer(settle(&source.ingest, &source.dead_letters, stream, &event).await)
         }
@@ -207,6 +208,7 @@ async fn meta_webhook(
         attributes: Default::default(),
         traceparent: trace_header(&headers),
         received_at_ms: now_ms(),
+        sent_at_ms: 0,
     };
     answer(
         settle(

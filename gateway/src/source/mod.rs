@@ -14,6 +14,7 @@ use std::{sync::Arc, time::Duration};
 use crate::{
     dead_letter::{DeadLetter, DeadLetters},
     ingest::{Event, Ingest, Outcome, Stream},
+    metrics::{InFlight, label, metrics},
 };
 
 /// What a source does with an event once it was handled.
@@ -37,7 +38,23 @@ pub async fn settle(
     stream: Stream,
     event: &Event,
 ) -> Settled {
-    match ingest.handle(stream, event).await {
+    let _working = InFlight::start("event");
+    let metrics = metrics();
+    if event.sent_at_ms > 0 {
+        let lag = (event.received_at_ms - event.sent_at_ms).max(0) as f64 / 1000.0;
+        metrics.lag.record(lag, &[label("stream", stream.as_str())]);
+    }
+    let outcome = ingest.handle(stream, event).await;
+    let name = match &outcome {
+        Outcome::Done => "done",
+        Outcome::Retry { .. } => "retry",
+        Outcome::Reject { .. } => "rejected",
+    };
+    metrics.events.add(
+        1,
+        &[label("stream", stream.as_str()), label("outcome", name)],
+    );
+    match outcome {
         Outcome::Done => Settled::Ack,
         Outcome::Retry { after, reason } => {
             tracing::info!(stream = stream.as_str(), %reason, retry_in_ms = after.as_millis() as u64, "event retried");
@@ -52,7 +69,12 @@ pub async fn settle(
                 attributes: event.attributes.clone(),
             };
             match dead_letters.send(letter).await {
-                Ok(()) => Settled::Ack,
+                Ok(()) => {
+                    metrics
+                        .dead_letters
+                        .add(1, &[label("source", stream.as_str())]);
+                    Settled::Ack
+                }
                 Err(error) => {
                     tracing::error!(%error, "dead letter not stored; the event stays");
                     Settled::Again(DEAD_LETTER_RETRY)

@@ -51,6 +51,8 @@ pub struct Verified {
     pub message_id: String,
     /// For confirmations: where to confirm.
     pub subscribe_url: String,
+    /// When SNS published it, epoch ms (0 if unreadable).
+    pub timestamp_ms: i64,
 }
 
 /// The string SNS signs, per message type.
@@ -193,6 +195,7 @@ impl SnsVerifier {
                 .and_then(Value::as_str)
                 .unwrap_or_default()
                 .to_owned(),
+            timestamp_ms: crate::parse::connect::parse_time(field(&message, "Timestamp")?),
         })
     }
 

@@ -285,10 +285,16 @@ pub fn event_of(message: &Message) -> Event {
                 .and_then(|header| trace::xray_to_traceparent(header))
         })
         .unwrap_or_default();
+    let sent_at_ms = message
+        .attributes()
+        .and_then(|a| a.get(&MessageSystemAttributeName::SentTimestamp))
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(0);
     Event {
         body: message.body().unwrap_or_default().to_owned(),
         attributes,
         traceparent,
         received_at_ms: now_ms(),
+        sent_at_ms,
     }
 }

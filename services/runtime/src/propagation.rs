@@ -7,10 +7,17 @@
 //! the request's `traceparent`. With both in place one customer message keeps
 //! one trace id across every hop.
 
-use std::task::{Context, Poll};
+use std::{
+    future::Future,
+    pin::Pin,
+    sync::OnceLock,
+    task::{Context, Poll},
+    time::Instant,
+};
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 use opentelemetry::propagation::{Extractor, Injector};
+use opentelemetry::{KeyValue, metrics::Histogram};
 use tower::{Layer, Service};
 use tracing::{Instrument, instrument::Instrumented};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
@@ -77,30 +84,32 @@ pub struct ServerTrace<S> {
     inner: S,
 }
 
-impl<S, B> Service<http::Request<B>> for ServerTrace<S>
+impl<S, B, RB> Service<http::Request<B>> for ServerTrace<S>
 where
-    S: Service<http::Request<B>>,
+    S: Service<http::Request<B>, Response = http::Response<RB>>,
 {
     type Response = S::Response;
     type Error = S::Error;
-    type Future = Instrumented<S::Future>;
+    type Future = Observed<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        let (service, method) = rpc_names(request.uri().path());
+        let path = request.uri().path().to_owned();
+        let (service, method) = rpc_names(&path);
         let span = tracing::info_span!(
             "grpc.server",
-            otel.name = %request.uri().path().trim_start_matches('/'),
+            otel.name = %path.trim_start_matches('/'),
             otel.kind = "server",
             rpc.system = "grpc",
             rpc.service = %service,
             rpc.method = %method,
+            rpc.grpc.status_code = tracing::field::Empty,
         );
         let _ = span.set_parent(extract_context(request.headers()));
-        self.inner.call(request).instrument(span)
+        Observed::new(Hop::Server, service, method, span, self.inner.call(request))
     }
 }
 
@@ -122,30 +131,122 @@ pub struct ClientTrace<S> {
     inner: S,
 }
 
-impl<S, B> Service<http::Request<B>> for ClientTrace<S>
+impl<S, B, RB> Service<http::Request<B>> for ClientTrace<S>
 where
-    S: Service<http::Request<B>>,
+    S: Service<http::Request<B>, Response = http::Response<RB>>,
 {
     type Response = S::Response;
     type Error = S::Error;
-    type Future = Instrumented<S::Future>;
+    type Future = Observed<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
-        let (service, method) = rpc_names(request.uri().path());
+        let path = request.uri().path().to_owned();
+        let (service, method) = rpc_names(&path);
         let span = tracing::info_span!(
             "grpc.client",
-            otel.name = %request.uri().path().trim_start_matches('/'),
+            otel.name = %path.trim_start_matches('/'),
             otel.kind = "client",
             rpc.system = "grpc",
             rpc.service = %service,
             rpc.method = %method,
+            rpc.grpc.status_code = tracing::field::Empty,
         );
         inject_context(&span, request.headers_mut());
-        self.inner.call(request).instrument(span)
+        Observed::new(Hop::Client, service, method, span, self.inner.call(request))
+    }
+}
+
+/// Which side of a hop a call is measured on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Hop {
+    Server,
+    Client,
+}
+
+/// Per-hop latency, by service, method and gRPC status (seconds until the
+/// response headers: the whole call for unary methods).
+fn latency(hop: Hop) -> &'static Histogram<f64> {
+    static SERVER: OnceLock<Histogram<f64>> = OnceLock::new();
+    static CLIENT: OnceLock<Histogram<f64>> = OnceLock::new();
+    let (cell, name) = match hop {
+        Hop::Server => (&SERVER, "rpc.server.duration"),
+        Hop::Client => (&CLIENT, "rpc.client.duration"),
+    };
+    cell.get_or_init(|| {
+        crate::metrics::meter("parley-runtime")
+            .f64_histogram(name)
+            .with_unit("s")
+            .with_description("gRPC call latency per hop")
+            .with_boundaries(vec![
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+            ])
+            .build()
+    })
+}
+
+pin_project_lite::pin_project! {
+    /// A call in its span, timed, its gRPC status recorded on the span and
+    /// in the latency histogram when the response (headers) arrives.
+    pub struct Observed<F> {
+        #[pin]
+        inner: Instrumented<F>,
+        hop: Hop,
+        service: String,
+        method: String,
+        span: tracing::Span,
+        start: Instant,
+    }
+}
+
+impl<F> Observed<F> {
+    fn new(hop: Hop, service: &str, method: &str, span: tracing::Span, inner: F) -> Self {
+        Self {
+            inner: inner.instrument(span.clone()),
+            hop,
+            service: service.to_owned(),
+            method: method.to_owned(),
+            span,
+            start: Instant::now(),
+        }
+    }
+}
+
+impl<F, RB, E> Future for Observed<F>
+where
+    F: Future<Output = Result<http::Response<RB>, E>>,
+{
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let result = std::task::ready!(this.inner.poll(cx));
+        // A status in the headers is a trailers-only answer (an error, or
+        // an empty success); otherwise it comes in the trailers, after a
+        // successful start.
+        let status = match &result {
+            Ok(response) => response
+                .headers()
+                .get("grpc-status")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<i64>().ok())
+                .unwrap_or(0),
+            // The transport failed: UNAVAILABLE.
+            Err(_) => 14,
+        };
+        this.span.record("rpc.grpc.status_code", status);
+        latency(*this.hop).record(
+            this.start.elapsed().as_secs_f64(),
+            &[
+                KeyValue::new("rpc.service", this.service.clone()),
+                KeyValue::new("rpc.method", this.method.clone()),
+                KeyValue::new("rpc.grpc.status_code", status),
+            ],
+        );
+        Poll::Ready(result)
     }
 }
 

@@ -60,7 +60,16 @@ pub async fn serve_with_env<C>(
     }
     let config = read(&mut settings);
     settings.finish()?;
-    let _telemetry = telemetry::init(&telemetry_config).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let telemetry = telemetry::init(&telemetry_config).map_err(|e| anyhow::anyhow!("{e}"))?;
+    if let Some(address) = telemetry_config.metrics_listen {
+        let metrics = bind(address).await?;
+        tracing::info!(address = %metrics.local_addr()?, "metrics at /metrics");
+        tokio::spawn(crate::metrics::serve(
+            metrics,
+            telemetry.registry.clone(),
+            crate::shutdown_signal(),
+        ));
+    }
     let listener = bind(server.listen).await?;
     tracing::info!(address = %listener.local_addr()?, "{name} serving");
     run(listener, server, config, Box::pin(crate::shutdown_signal())).await

@@ -53,8 +53,11 @@ pub struct TelemetryConfig {
     /// Filter for exported spans (`PARLEY_TRACE_FILTER`, default `info`),
     /// separate from the log filter so quiet logs keep full traces.
     pub trace_filter: String,
-    /// OTLP/gRPC collector address; spans are only exported when set.
+    /// OTLP/gRPC collector address; spans and metrics are only exported
+    /// when set.
     pub otlp_endpoint: Option<String>,
+    /// Where `/metrics` is served (`PARLEY_METRICS_LISTEN`; `None`: off).
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 impl TelemetryConfig {
@@ -73,14 +76,25 @@ impl TelemetryConfig {
                 .raw("trace_filter")
                 .unwrap_or_else(|| "info".to_owned()),
             otlp_endpoint: settings.external("OTEL_EXPORTER_OTLP_ENDPOINT"),
+            metrics_listen: match crate::metrics::listen_from(settings.raw("metrics_listen")) {
+                Ok(listen) => listen,
+                Err(problem) => {
+                    settings.problem("metrics_listen", problem);
+                    None
+                }
+            },
         }
     }
 }
 
-/// Keeps the exporter alive; flushes pending spans when dropped.
-#[must_use = "dropping the guard stops span export"]
+/// Keeps the exporters alive; flushes pending spans and metrics when
+/// dropped.
+#[must_use = "dropping the guard stops export"]
 pub struct TelemetryGuard {
     provider: Option<SdkTracerProvider>,
+    meters: Option<opentelemetry_sdk::metrics::SdkMeterProvider>,
+    /// What `/metrics` serves.
+    pub registry: prometheus::Registry,
 }
 
 impl Drop for TelemetryGuard {
@@ -89,6 +103,11 @@ impl Drop for TelemetryGuard {
             && let Err(e) = provider.shutdown()
         {
             eprintln!("telemetry: span exporter did not shut down cleanly: {e}");
+        }
+        if let Some(meters) = self.meters.take()
+            && let Err(e) = meters.shutdown()
+        {
+            eprintln!("telemetry: metric exporter did not shut down cleanly: {e}");
         }
     }
 }
@@ -163,8 +182,12 @@ pub fn init(config: &TelemetryConfig) -> Result<TelemetryGuard, Box<dyn std::err
         .with(otel_layer.with_filter(trace_filter))
         .with(fmt_layer.with_filter(log_filter))
         .try_init()?;
+    let (meters, registry) =
+        crate::metrics::init(&config.service_name, config.otlp_endpoint.is_some())?;
     Ok(TelemetryGuard {
         provider: Some(provider),
+        meters: Some(meters),
+        registry,
     })
 }
 

@@ -9,7 +9,10 @@ use std::process::Command;
 use common::start_moto;
 
 fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_parley-session"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_parley-session"));
+    // Tests run side by side: no fixed metrics port.
+    command.env("PARLEY_METRICS_LISTEN", "127.0.0.1:0");
+    command
 }
 
 #[test]

@@ -53,6 +53,7 @@ pub async fn run(seconds: f64, out_dir: &Path) -> anyhow::Result<()> {
         log_filter: std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
         trace_filter: "info".into(),
         otlp_endpoint: std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT").ok(),
+        metrics_listen: None,
     })
     .map_err(|e| anyhow::anyhow!("{e}"))?;
     std::fs::create_dir_all(out_dir)

@@ -156,6 +156,7 @@ impl Transcoder for TranscoderService {
         let limits = self.config.limits;
         let max_output = self.config.max_unary_output_bytes;
         let _permit = self.worker().await?;
+        let started = std::time::Instant::now();
         let (audio, conversion) = run_blocking(move || {
             // Refuse what the reply could not carry before decoding anything.
             if input.format != Some(AudioFormat::Pcm) {
@@ -172,6 +173,7 @@ impl Transcoder for TranscoderService {
             convert_buffer(&request.audio, input, output, limits)
         })
         .await?;
+        record_realtime_factor(&conversion, started);
         tracing::info!(
             source_ms = conversion.source.duration_ms(),
             output_bytes = audio.len(),
@@ -243,6 +245,7 @@ impl Transcoder for TranscoderService {
                 }
                 let all = all.freeze();
                 let _permit = service.worker().await?;
+                let started = std::time::Instant::now();
                 let prelude_tx = worker_tx.clone();
                 let writer = ChannelWriter::new(worker_tx, chunk_bytes, chunk_message);
                 let conversion = run_blocking(move || {
@@ -253,9 +256,10 @@ impl Transcoder for TranscoderService {
                     })
                 })
                 .await?;
-                return Ok(summary(&conversion));
+                return Ok(summary(&conversion, started));
             }
             let _permit = service.worker().await?;
+            let started = std::time::Instant::now();
             // Small bounded queues on both sides: memory per conversion
             // stays at a few chunks however large the input is.
             let (input_tx, input_rx) = mpsc::channel::<Bytes>(2);
@@ -282,7 +286,7 @@ impl Transcoder for TranscoderService {
             match (result, fed) {
                 (_, Err(status)) => Err(status),
                 (Err(e), Ok(())) => Err(Status::from(e)),
-                (Ok(conversion), Ok(())) => Ok(summary(&conversion)),
+                (Ok(conversion), Ok(())) => Ok(summary(&conversion, started)),
             }
         };
         tokio::spawn(async move {
@@ -351,7 +355,30 @@ fn prelude(info: &AudioInfo) -> ConvertStreamResponse {
     }
 }
 
-fn summary(conversion: &Conversion) -> ConvertStreamResponse {
+/// How many times faster than real time conversions run (the audio's
+/// length over the time a worker spent on it).
+fn record_realtime_factor(conversion: &Conversion, started: std::time::Instant) {
+    static FACTOR: std::sync::OnceLock<opentelemetry::metrics::Histogram<f64>> =
+        std::sync::OnceLock::new();
+    let elapsed = started.elapsed().as_secs_f64();
+    let audio = conversion.source.duration_ms() as f64 / 1000.0;
+    if elapsed > 0.0 && audio > 0.0 {
+        FACTOR
+            .get_or_init(|| {
+                parley_runtime::metrics::meter("parley-transcoder")
+                    .f64_histogram("parley.transcoder.realtime_factor")
+                    .with_description("Audio seconds converted per second of work")
+                    .with_boundaries(vec![
+                        1.0, 10.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0,
+                    ])
+                    .build()
+            })
+            .record(audio / elapsed, &[]);
+    }
+}
+
+fn summary(conversion: &Conversion, started: std::time::Instant) -> ConvertStreamResponse {
+    record_realtime_factor(conversion, started);
     ConvertStreamResponse {
         message: Some(convert_stream_response::Message::Summary(ConvertSummary {
             output: Some(info_to_proto(&conversion.output)),

@@ -5,7 +5,10 @@ use std::process::Command;
 use parley_transcoder::synth;
 
 fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_parley-transcoder"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_parley-transcoder"));
+    // Tests run side by side: no fixed metrics port.
+    command.env("PARLEY_METRICS_LISTEN", "127.0.0.1:0");
+    command
 }
 
 #[test]
