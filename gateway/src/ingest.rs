@@ -168,7 +168,17 @@ impl Ingest {
             stream = stream.as_str(),
             outcome = tracing::field::Empty
         );
-        trace::continue_trace(&span, &event.traceparent);
+        // The transport's trace context, else one the publisher put in the
+        // SNS message attributes.
+        let traceparent = if event.traceparent.is_empty() {
+            parse::payload(&event.body, &event.attributes)
+                .ok()
+                .and_then(|p| p.attributes.get("traceparent").cloned())
+                .unwrap_or_default()
+        } else {
+            event.traceparent.clone()
+        };
+        trace::continue_trace(&span, &traceparent);
         let outcome = async {
             match stream {
                 Stream::Inbound => self.inbound(event).await,

@@ -136,21 +136,44 @@ impl Customer<'_> {
 
     /// Sends a Meta message object (`type` and its body); `from`, `id`
     /// and `timestamp` are filled in. Its wamid.
-    pub async fn send(&self, mut message: Value) -> anyhow::Result<String> {
+    pub async fn send(&self, message: Value) -> anyhow::Result<String> {
+        self.send_traced(message, "").await
+    }
+
+    /// [`Self::send`], the SNS notification carrying `traceparent` (when
+    /// not empty) as a message attribute, so the message's trace has a
+    /// known id (EUM itself sets none).
+    pub async fn send_traced(
+        &self,
+        mut message: Value,
+        traceparent: &str,
+    ) -> anyhow::Result<String> {
         let wamid = self.next_wamid();
         message["from"] = json!(self.phone);
         message["id"] = json!(wamid);
         message["timestamp"] = json!(self.next_timestamp().to_string());
-        self.publish(message_value(&self.phone, &self.name, message))
+        self.publish_traced(message_value(&self.phone, &self.name, message), traceparent)
             .await?;
         Ok(wamid)
     }
 
     /// Publishes a webhook `value` as EUM would.
     pub async fn publish(&self, value: Value) -> anyhow::Result<()> {
+        self.publish_traced(value, "").await
+    }
+
+    async fn publish_traced(&self, value: Value, traceparent: &str) -> anyhow::Result<()> {
         let sandbox = &self.stack.sandbox.sandbox;
+        let mut attributes = std::collections::BTreeMap::new();
+        if !traceparent.is_empty() {
+            attributes.insert("traceparent".to_owned(), traceparent.to_owned());
+        }
         sandbox
-            .publish_inbound(sandbox.eum_message(value))
+            .publish(
+                &sandbox.config.inbound_topic_arn,
+                sandbox.eum_message(value).to_string(),
+                &attributes,
+            )
             .await
             .map_err(|e| anyhow::anyhow!("publishing: {e:?}"))?;
         Ok(())
@@ -257,10 +280,23 @@ impl Agent<'_> {
         content_type: &str,
         content: &str,
     ) -> anyhow::Result<String> {
+        self.says_traced(contact_id, content_type, content, "")
+            .await
+    }
+
+    /// [`Self::says`] with a known trace id (see
+    /// [`Customer::send_traced`]).
+    pub async fn says_traced(
+        &self,
+        contact_id: &str,
+        content_type: &str,
+        content: &str,
+        traceparent: &str,
+    ) -> anyhow::Result<String> {
         self.stack
             .sandbox
             .sandbox
-            .agent_says(contact_id, content_type, content)
+            .agent_says_traced(contact_id, content_type, content, traceparent)
             .await
             .map_err(|e| anyhow::anyhow!("agent message: {e:?}"))
     }

@@ -8,6 +8,7 @@
 //!   waiting for health).
 
 pub mod conversation;
+pub mod demo;
 pub mod process;
 pub mod stack;
 

@@ -241,6 +241,9 @@ pub struct StackBuilder {
     replicas: usize,
     feed: Feed,
     capture_logs: bool,
+    data_dir: Option<PathBuf>,
+    sandbox_port: u16,
+    gateway_port: u16,
     env: Vec<(String, String)>,
 }
 
@@ -317,8 +320,30 @@ impl StackBuilder {
             replicas: 1,
             feed: Feed::Http,
             capture_logs: false,
+            data_dir: None,
+            sandbox_port: 0,
+            gateway_port: 0,
             env: Vec::new(),
         }
+    }
+
+    /// Keeps the stack's files in `dir` (created if needed) instead of a
+    /// scratch folder.
+    pub fn data_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.data_dir = Some(dir.into());
+        self
+    }
+
+    /// Listens for the sandbox on `port` (0: any free port).
+    pub fn sandbox_port(mut self, port: u16) -> Self {
+        self.sandbox_port = port;
+        self
+    }
+
+    /// Listens for the first gateway replica on `port` (0: any free port).
+    pub fn gateway_port(mut self, port: u16) -> Self {
+        self.gateway_port = port;
+        self
     }
 
     /// Writes each process's log (JSON, debug level) to a file in the
@@ -520,9 +545,12 @@ impl StackBuilder {
         for tweak in self.sandbox {
             tweak(&mut sandbox_config);
         }
-        let sandbox = parley_sandbox::start(SocketAddr::new(self.host, 0), sandbox_config)
-            .await
-            .context("starting the sandbox")?;
+        let sandbox = parley_sandbox::start(
+            SocketAddr::new(self.host, self.sandbox_port),
+            sandbox_config,
+        )
+        .await
+        .context("starting the sandbox")?;
         let sandbox_aws = moto::aws_config(&sandbox.endpoint).await;
         // S3 is moto's when it runs; otherwise the sandbox's own.
         let s3_endpoint = moto
@@ -543,7 +571,14 @@ impl StackBuilder {
             s3_endpoint: s3_endpoint.clone(),
             capture_logs: self.capture_logs,
             streaming_topic_arn,
-            data: tempfile::tempdir().context("a scratch folder")?,
+            data: match &self.data_dir {
+                Some(dir) => {
+                    std::fs::create_dir_all(dir)
+                        .with_context(|| format!("cannot create {}", dir.display()))?;
+                    DataDir::Kept(dir.clone())
+                }
+                None => DataDir::Temp(tempfile::tempdir().context("a scratch folder")?),
+            },
             policy: CallPolicy::default(),
             queues,
             gateways: Mutex::new(Vec::new()),
@@ -599,8 +634,10 @@ impl StackBuilder {
             );
         }
         if with_gateway {
-            for _ in 0..self.replicas {
-                let listener = parley_runtime::service::bind(SocketAddr::new(self.host, 0)).await?;
+            for replica in 0..self.replicas {
+                let port = if replica == 0 { self.gateway_port } else { 0 };
+                let listener =
+                    parley_runtime::service::bind(SocketAddr::new(self.host, port)).await?;
                 let index = stack.gateways().len();
                 stack.gateways().push(GatewayReplica {
                     address: listener.local_addr()?,
@@ -614,6 +651,24 @@ impl StackBuilder {
             }
         }
         Ok(stack)
+    }
+}
+
+/// Where the stack keeps its files (routing, dead letters, logs, the
+/// session store when it is a file).
+enum DataDir {
+    /// A scratch folder removed with the stack.
+    Temp(tempfile::TempDir),
+    /// A folder the user chose, kept.
+    Kept(PathBuf),
+}
+
+impl DataDir {
+    fn path(&self) -> &std::path::Path {
+        match self {
+            Self::Temp(dir) => dir.path(),
+            Self::Kept(dir) => dir,
+        }
     }
 }
 
@@ -667,7 +722,7 @@ pub struct Stack {
     store: SessionStore,
     s3_endpoint: String,
     capture_logs: bool,
-    data: tempfile::TempDir,
+    data: DataDir,
     policy: CallPolicy,
     /// The SQS feed's queues, when the gateway is fed through SQS.
     pub queues: Option<Queues>,

@@ -113,8 +113,26 @@ impl Sandbox {
         content_type: &str,
         content: &str,
     ) -> AwsResult<String> {
+        self.agent_says_traced(contact_id, content_type, content, "")
+            .await
+    }
+
+    /// [`Self::agent_says`], the streamed item carrying `traceparent` (when
+    /// not empty) as a message attribute.
+    pub async fn agent_says_traced(
+        self: &Arc<Self>,
+        contact_id: &str,
+        content_type: &str,
+        content: &str,
+        traceparent: &str,
+    ) -> AwsResult<String> {
         let item = self.record(contact_id, "MESSAGE", "AGENT", content_type, content)?;
-        self.stream(contact_id, &item).await;
+        let extra: &[(&str, &str)] = if traceparent.is_empty() {
+            &[]
+        } else {
+            &[("traceparent", traceparent)]
+        };
+        self.stream_with(contact_id, &item, extra).await;
         Ok(item.id)
     }
 

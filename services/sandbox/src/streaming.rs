@@ -55,6 +55,18 @@ impl Sandbox {
     /// own HTTP subscribers. Failures are logged, as Connect does not fail
     /// the chat when delivery fails.
     pub async fn stream(self: &Arc<Self>, contact_id: &str, item: &ChatItem) {
+        self.stream_with(contact_id, item, &[]).await;
+    }
+
+    /// [`Self::stream`] with extra message attributes — a `traceparent`,
+    /// for a demo or a test to follow an agent message through Parley
+    /// (Connect itself sets none).
+    pub async fn stream_with(
+        self: &Arc<Self>,
+        contact_id: &str,
+        item: &ChatItem,
+        extra: &[(&str, &str)],
+    ) {
         let Some(contact) = self.contact(contact_id) else {
             return;
         };
@@ -77,7 +89,7 @@ impl Sandbox {
         } else {
             "ALL"
         };
-        let attributes: BTreeMap<String, String> = [
+        let mut attributes: BTreeMap<String, String> = [
             ("InitialContactId", contact.initial_contact_id.as_str()),
             ("ContactId", contact.contact_id.as_str()),
             ("ParticipantRole", item.role.as_str()),
@@ -90,6 +102,9 @@ impl Sandbox {
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .collect();
+        for (name, value) in extra {
+            attributes.insert((*name).to_owned(), (*value).to_owned());
+        }
         if let Err(e) = self.publish(&topic, message.to_string(), &attributes).await {
             tracing::warn!(error = %e.message, "streaming publish failed");
         }
