@@ -269,3 +269,37 @@ async fn a_service_killed_mid_flow_delays_but_loses_nothing() {
         ]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_on_one_queue_with_one_killed_lose_and_double_nothing() {
+    let stack = Stack::builder()
+        .bridge()
+        .processes()
+        .sqs_feed()
+        .gateway_replicas(2)
+        .gateway_config(|config| config.flush.lease = Duration::from_secs(4))
+        .start()
+        .await
+        .expect("two replicas on SQS");
+    let phones: Vec<String> = (0..3).map(|n| format!("1415555045{n}")).collect();
+    let customers: Vec<_> = phones.iter().map(|p| stack.customer(p, "Two")).collect();
+    let mut expected: Vec<Vec<String>> = vec![Vec::new(); phones.len()];
+    for round in 0..4 {
+        for (n, customer) in customers.iter().enumerate() {
+            let text = format!("round {round} from {n}");
+            customer.text(&text).await.unwrap();
+            expected[n].push(text);
+        }
+        if round == 1 {
+            // One replica dies mid-flow; the other (and SQS redelivery)
+            // carries on.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            stack.kill_gateway(1).await;
+        }
+    }
+    for (n, phone) in phones.iter().enumerate() {
+        let lines = lines_at_agent(&stack, phone, expected[n].len()).await;
+        assert_eq!(lines, expected[n], "customer {n}: each once, in order");
+        assert_eq!(stack.chats_of(phone).len(), 1, "customer {n}: one chat");
+    }
+}

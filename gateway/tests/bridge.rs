@@ -470,3 +470,58 @@ async fn two_replicas_on_one_queue_open_one_chat_per_customer_in_order() {
         assert_eq!(lines, expected, "each once, in order");
     }
 }
+
+#[tokio::test]
+async fn a_throttling_storm_delays_but_delivers_everything_once() {
+    let stack = Stack::builder()
+        .bridge()
+        .gateway_config(|config| config.flush.max_attempts = 12)
+        .start()
+        .await
+        .unwrap();
+    let jo = stack.customer("14155550110", "Jo");
+    jo.text("before the storm").await.unwrap();
+    texts_at_agent(&stack, &jo.phone, 1).await;
+    // For four seconds every call to any emulated AWS API is throttled, as
+    // Connect and Social Messaging do under load.
+    stack.sandbox.sandbox.throttle_for(Duration::from_secs(4));
+    let storm = std::time::Instant::now();
+    for n in 1..=3 {
+        jo.text(&format!("during the storm {n}")).await.unwrap();
+    }
+    let texts = eventually(Duration::from_secs(60), || {
+        let texts: Vec<String> = stack
+            .chats_of(&jo.phone)
+            .iter()
+            .flat_map(customer_texts)
+            .collect();
+        (texts.join("\n").lines().count() >= 4).then_some(texts)
+    })
+    .await
+    .unwrap_or_else(|| panic!("{:#?}", stack.chats_of(&jo.phone)));
+    assert!(
+        storm.elapsed() >= Duration::from_secs(3),
+        "delivered during the storm?"
+    );
+    assert!(stack.settled(&jo.phone, WAIT).await);
+    let lines: Vec<String> = stack
+        .chats_of(&jo.phone)
+        .iter()
+        .flat_map(customer_texts)
+        .flat_map(|t| t.lines().map(str::to_owned).collect::<Vec<_>>())
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            "before the storm",
+            "during the storm 1",
+            "during the storm 2",
+            "during the storm 3"
+        ],
+        "{texts:?}"
+    );
+    assert!(
+        stack.dead_letters().await.is_empty(),
+        "nothing dead-lettered"
+    );
+}

@@ -164,7 +164,7 @@ pub async fn run(stack: &Stack, out: &mut (dyn Write + Send)) -> anyhow::Result<
         agent_texts(stack)
             .iter()
             .any(|t| t.contains("This is the label"))
-            .then(|| json!(true))
+            .then_some(json!(true))
     })
     .await?;
     step(
@@ -324,7 +324,7 @@ pub async fn run(stack: &Stack, out: &mut (dyn Write + Send)) -> anyhow::Result<
         agent_texts(stack)
             .iter()
             .any(|t| t == "No, thanks")
-            .then(|| json!(true))
+            .then_some(json!(true))
     })
     .await?;
     step(

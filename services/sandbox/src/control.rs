@@ -62,17 +62,26 @@ async fn calls(State(sandbox): State<Arc<Sandbox>>) -> Json<Value> {
 
 #[derive(Deserialize)]
 struct Throttle {
+    /// Calls to throttle.
+    #[serde(default)]
     count: u32,
     /// Calls to let through before throttling starts.
     #[serde(default)]
     after: u32,
+    /// Or: throttle every call for this long.
+    #[serde(default)]
+    seconds: f64,
 }
 
 async fn throttle(
     State(sandbox): State<Arc<Sandbox>>,
     Json(request): Json<Throttle>,
 ) -> StatusCode {
-    sandbox.throttle_after(request.after, request.count);
+    if request.seconds > 0.0 {
+        sandbox.throttle_for(std::time::Duration::from_secs_f64(request.seconds));
+    } else {
+        sandbox.throttle_after(request.after, request.count);
+    }
     StatusCode::NO_CONTENT
 }
 

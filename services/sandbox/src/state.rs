@@ -184,6 +184,7 @@ struct World {
     connections: HashMap<String, Connection>,
     idempotent: HashMap<String, serde_json::Value>,
     attachments: HashMap<String, Attachment>,
+    throttled_until_ms: i64,
     throttle_remaining: u32,
     throttle_skip: u32,
     upload_failures: Vec<u16>,
@@ -270,7 +271,16 @@ impl Sandbox {
             world.throttle_remaining -= 1;
             return Err(AwsError::throttled(api, operation));
         }
+        if world.throttled_until_ms > now_ms() {
+            return Err(AwsError::throttled(api, operation));
+        }
         Ok(())
+    }
+
+    /// Throttles every call for `duration` from now: a storm that clears
+    /// with time, as AWS's do.
+    pub fn throttle_for(&self, duration: Duration) {
+        self.world().throttled_until_ms = now_ms() + duration.as_millis() as i64;
     }
 
     /// Makes the next attachment uploads (PUTs to the upload URL) answer
