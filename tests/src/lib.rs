@@ -7,9 +7,11 @@
 //! - [`process`]: running the real binaries (finding them, free ports,
 //!   waiting for health).
 
+pub mod console;
 pub mod conversation;
 pub mod demo;
 pub mod process;
+pub mod spans;
 pub mod stack;
 
 pub use stack::{Component, Feed, Mode, SessionStore, Stack, StackBuilder};

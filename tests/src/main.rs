@@ -43,17 +43,25 @@ struct Cli {
     /// The gateway's port (0: any free one).
     #[arg(long, global = true, default_value_t = 0)]
     gateway_port: u16,
+    /// The console's port (0: any free one).
+    #[arg(long, global = true, default_value_t = 0)]
+    console_port: u16,
+    /// Allow `--host` to be an address other machines can reach (the
+    /// console and the sandbox have no authentication).
+    #[arg(long, global = true)]
+    allow_remote: bool,
 }
 
 #[derive(Subcommand)]
 enum Command {
     /// Run the bridge until Ctrl-C.
     Serve,
-    /// Run the bridge and play a scripted conversation on it.
+    /// Run the bridge, play a scripted conversation on it, then stay up
+    /// with the console (until Ctrl-C).
     Demo {
-        /// Stay up after the conversation (until Ctrl-C).
+        /// Stop after the conversation instead.
         #[arg(long)]
-        keep: bool,
+        exit: bool,
     },
 }
 
@@ -64,15 +72,33 @@ fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let demo = matches!(cli.command, Some(Command::Demo { .. }));
-    let _telemetry = parley_runtime::telemetry::init(&parley_runtime::telemetry::TelemetryConfig {
-        service_name: "parley-local".into(),
-        log_format: parley_runtime::telemetry::LogFormat::Pretty,
-        log_filter: std::env::var("RUST_LOG")
-            .unwrap_or_else(|_| if demo { "warn" } else { "info" }.into()),
-        trace_filter: "info".into(),
-        otlp_endpoint: std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT").ok(),
-        metrics_listen: None,
-    })
+    if !cli.host.is_loopback() {
+        anyhow::ensure!(
+            cli.allow_remote,
+            "--host {} can be reached from other machines, and the console and the sandbox have no authentication: add --allow-remote if you mean it",
+            cli.host
+        );
+        eprintln!(
+            "WARNING: listening on {}: anyone who can reach this machine can read and write every conversation",
+            cli.host
+        );
+    }
+    // Every component runs in this process, so one in-process exporter
+    // sees every span: the console shows each message's trace from it.
+    let spans = parley_local::spans::SpanStore::default();
+    let store_spans = spans.clone();
+    let _telemetry = parley_runtime::telemetry::init_with(
+        &parley_runtime::telemetry::TelemetryConfig {
+            service_name: "parley-local".into(),
+            log_format: parley_runtime::telemetry::LogFormat::Pretty,
+            log_filter: std::env::var("RUST_LOG")
+                .unwrap_or_else(|_| if demo { "warn" } else { "info" }.into()),
+            trace_filter: "info".into(),
+            otlp_endpoint: std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT").ok(),
+            metrics_listen: None,
+        },
+        |builder| builder.with_simple_exporter(store_spans),
+    )
     .map_err(|e| anyhow::anyhow!("{e}"))?;
 
     std::fs::create_dir_all(&cli.data_dir)
@@ -101,6 +127,20 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         .await
         .context("starting the bridge")?;
 
+    let stack = std::sync::Arc::new(stack);
+    let console_listener =
+        parley_runtime::service::bind(std::net::SocketAddr::new(cli.host, cli.console_port))
+            .await?;
+    let console_url = format!("http://{}", console_listener.local_addr()?);
+    let console = parley_local::console::Console::new(stack.clone(), spans).router();
+    let (stop_console, console_stopped) = tokio::sync::oneshot::channel::<()>();
+    let console_task = tokio::spawn(async move {
+        axum::serve(console_listener, console)
+            .with_graceful_shutdown(async {
+                let _ = console_stopped.await;
+            })
+            .await
+    });
     let services: serde_json::Map<String, serde_json::Value> = Component::SERVICES
         .iter()
         .map(|c| (c.name().to_owned(), stack.address(*c).to_string().into()))
@@ -109,6 +149,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         "sandbox": stack.sandbox.endpoint,
         "gateway": stack.gateway_url(0),
         "services": services,
+        "console": console_url,
         "data_dir": cli.data_dir,
     });
     if let Some(path) = &cli.ready_file {
@@ -118,6 +159,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     println!(
         "Parley is running on this machine (sandbox as Connect, WhatsApp, Transcribe and SNS)."
     );
+    println!("  console   {console_url}");
     println!("  sandbox   {}", stack.sandbox.endpoint);
     println!("  gateway   {}", stack.gateway_url(0));
     for component in Component::SERVICES {
@@ -129,10 +171,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     );
 
     let stay = match cli.command {
-        Some(Command::Demo { keep }) => {
+        Some(Command::Demo { exit }) => {
             let mut out = std::io::stdout();
             parley_local::demo::run(&stack, &mut out).await?;
-            keep
+            !exit
         }
         _ => true,
     };
@@ -145,10 +187,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             "See every chat:       curl -s {}/_sandbox/contacts",
             stack.sandbox.endpoint
         );
+        println!(
+            "\nConsole (play the customer and the agent, see each message's trace): {console_url}"
+        );
         println!("Ctrl-C stops everything.");
         parley_runtime::shutdown_signal().await;
         println!("stopping…");
     }
-    stack.shutdown().await;
+    let _ = stop_console.send(());
+    let _ = console_task.await;
+    match std::sync::Arc::try_unwrap(stack) {
+        Ok(stack) => stack.shutdown().await,
+        Err(_) => tracing::warn!("the console still held the stack; stopping without draining"),
+    }
     Ok(())
 }

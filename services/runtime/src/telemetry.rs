@@ -16,7 +16,9 @@ use opentelemetry_sdk::{
     runtime,
     trace::{SdkTracerProvider, span_processor_with_async_runtime::BatchSpanProcessor},
 };
-use tracing_subscriber::{EnvFilter, Layer as _, layer::SubscriberExt, util::SubscriberInitExt};
+use tracing_subscriber::{
+    EnvFilter, Layer as _, filter::FilterExt as _, layer::SubscriberExt, util::SubscriberInitExt,
+};
 
 use crate::config::Settings;
 
@@ -125,6 +127,18 @@ const WIRE_LEVEL_TARGETS: [&str; 6] = [
     "reqwest",
 ];
 
+/// The AWS SDKs' operation spans (`SQS.ReceiveMessage`, …: a debug span
+/// per call, with the service and operation and nothing of the payload),
+/// exported whatever the trace filter says, so every trace shows its AWS
+/// calls under the gRPC hop that made them.
+fn sdk_operations<S>() -> impl tracing_subscriber::layer::Filter<S> {
+    tracing_subscriber::filter::filter_fn(|metadata| {
+        metadata.is_span()
+            && metadata.target().starts_with("aws_sdk_")
+            && *metadata.level() <= tracing::Level::DEBUG
+    })
+}
+
 /// Whether an event or span would write message payloads.
 fn writes_payloads(target: &str, level: &tracing::Level) -> bool {
     *level == tracing::Level::TRACE
@@ -138,6 +152,18 @@ fn writes_payloads(target: &str, level: &tracing::Level) -> bool {
 /// Installs the global subscriber and propagator. Call once, from inside the
 /// tokio runtime, before serving.
 pub fn init(config: &TelemetryConfig) -> Result<TelemetryGuard, Box<dyn std::error::Error>> {
+    init_with(config, |builder| builder)
+}
+
+/// [`init`], with a last say on the tracer provider — e.g. an in-process
+/// span exporter (`parley-local`'s console keeps recent spans to show each
+/// message's trace).
+pub fn init_with(
+    config: &TelemetryConfig,
+    customize: impl FnOnce(
+        opentelemetry_sdk::trace::TracerProviderBuilder,
+    ) -> opentelemetry_sdk::trace::TracerProviderBuilder,
+) -> Result<TelemetryGuard, Box<dyn std::error::Error>> {
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
     let log_filter = EnvFilter::try_new(&config.log_filter)
         .map_err(|e| format!("RUST_LOG = {:?}: {e}", config.log_filter))?;
@@ -161,7 +187,7 @@ pub fn init(config: &TelemetryConfig) -> Result<TelemetryGuard, Box<dyn std::err
         builder = builder
             .with_span_processor(BatchSpanProcessor::builder(exporter, runtime::Tokio).build());
     }
-    let provider = builder.build();
+    let provider = customize(builder).build();
     let otel_layer =
         tracing_opentelemetry::layer().with_tracer(provider.tracer(config.service_name.clone()));
 
@@ -179,7 +205,7 @@ pub fn init(config: &TelemetryConfig) -> Result<TelemetryGuard, Box<dyn std::err
         .with(tracing_subscriber::filter::filter_fn(|metadata| {
             !writes_payloads(metadata.target(), metadata.level())
         }))
-        .with(otel_layer.with_filter(trace_filter))
+        .with(otel_layer.with_filter(trace_filter.or(sdk_operations())))
         .with(fmt_layer.with_filter(log_filter))
         .try_init()?;
     let (meters, registry) =
