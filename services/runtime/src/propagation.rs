@@ -88,7 +88,7 @@ impl<S, B, RB> Service<http::Request<B>> for ServerTrace<S>
 where
     S: Service<http::Request<B>, Response = http::Response<RB>>,
 {
-    type Response = S::Response;
+    type Response = http::Response<TracedBody<RB>>;
     type Error = S::Error;
     type Future = Observed<S::Future>;
 
@@ -135,7 +135,7 @@ impl<S, B, RB> Service<http::Request<B>> for ClientTrace<S>
 where
     S: Service<http::Request<B>, Response = http::Response<RB>>,
 {
-    type Response = S::Response;
+    type Response = http::Response<TracedBody<RB>>;
     type Error = S::Error;
     type Future = Observed<S::Future>;
 
@@ -189,28 +189,60 @@ fn latency(hop: Hop) -> &'static Histogram<f64> {
 }
 
 pin_project_lite::pin_project! {
-    /// A call in its span, timed, its gRPC status recorded on the span and
-    /// in the latency histogram when the response (headers) arrives.
+    /// A call in its span, until its response starts; the response body
+    /// then carries the span ([`TracedBody`]), so a streaming call's span
+    /// and latency end when its stream does.
     pub struct Observed<F> {
         #[pin]
         inner: Instrumented<F>,
-        hop: Hop,
-        service: String,
-        method: String,
-        span: tracing::Span,
-        start: Instant,
+        outcome: Option<Outcome>,
     }
+}
+
+/// What a finished call records, once.
+struct Outcome {
+    hop: Hop,
+    service: String,
+    method: String,
+    span: tracing::Span,
+    start: Instant,
+}
+
+impl Outcome {
+    /// Records the call's gRPC status on its span and its latency, and lets
+    /// the span end.
+    fn finish(self, status: i64) {
+        self.span.record("rpc.grpc.status_code", status);
+        latency(self.hop).record(
+            self.start.elapsed().as_secs_f64(),
+            &[
+                KeyValue::new("rpc.service", self.service),
+                KeyValue::new("rpc.method", self.method),
+                KeyValue::new("rpc.grpc.status_code", status),
+            ],
+        );
+    }
+}
+
+/// The `grpc-status` in a header map, if any.
+fn grpc_status(headers: &HeaderMap) -> Option<i64> {
+    headers
+        .get("grpc-status")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<i64>().ok())
 }
 
 impl<F> Observed<F> {
     fn new(hop: Hop, service: &str, method: &str, span: tracing::Span, inner: F) -> Self {
         Self {
             inner: inner.instrument(span.clone()),
-            hop,
-            service: service.to_owned(),
-            method: method.to_owned(),
-            span,
-            start: Instant::now(),
+            outcome: Some(Outcome {
+                hop,
+                service: service.to_owned(),
+                method: method.to_owned(),
+                span,
+                start: Instant::now(),
+            }),
         }
     }
 }
@@ -219,34 +251,85 @@ impl<F, RB, E> Future for Observed<F>
 where
     F: Future<Output = Result<http::Response<RB>, E>>,
 {
-    type Output = F::Output;
+    type Output = Result<http::Response<TracedBody<RB>>, E>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let result = std::task::ready!(this.inner.poll(cx));
-        // A status in the headers is a trailers-only answer (an error, or
-        // an empty success); otherwise it comes in the trailers, after a
-        // successful start.
-        let status = match &result {
-            Ok(response) => response
-                .headers()
-                .get("grpc-status")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.parse::<i64>().ok())
-                .unwrap_or(0),
-            // The transport failed: UNAVAILABLE.
-            Err(_) => 14,
+        let outcome = this.outcome.take();
+        Poll::Ready(match result {
+            Ok(response) => {
+                // A status in the headers is a trailers-only answer; else
+                // it comes in the trailers, at the end of the body.
+                let early = grpc_status(response.headers());
+                Ok(response.map(|body| TracedBody {
+                    inner: body,
+                    early,
+                    outcome,
+                }))
+            }
+            Err(error) => {
+                // The transport failed: UNAVAILABLE.
+                if let Some(outcome) = outcome {
+                    outcome.finish(14);
+                }
+                Err(error)
+            }
+        })
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A response body that holds its call's span open until the last
+    /// frame, then records the call's gRPC status (from the trailers) and
+    /// latency. Dropped early — the caller went away — it records
+    /// CANCELLED.
+    pub struct TracedBody<B> {
+        #[pin]
+        inner: B,
+        early: Option<i64>,
+        outcome: Option<Outcome>,
+    }
+
+    impl<B> PinnedDrop for TracedBody<B> {
+        fn drop(this: Pin<&mut Self>) {
+            let this = this.project();
+            if let Some(outcome) = this.outcome.take() {
+                outcome.finish(this.early.unwrap_or(1));
+            }
+        }
+    }
+}
+
+impl<B: http_body::Body> http_body::Body for TracedBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let this = self.project();
+        let frame = std::task::ready!(this.inner.poll_frame(cx));
+        let status = match &frame {
+            Some(Ok(frame)) => frame.trailers_ref().map(|t| grpc_status(t).unwrap_or(0)),
+            Some(Err(_)) => Some(14),
+            None => Some(this.early.unwrap_or(0)),
         };
-        this.span.record("rpc.grpc.status_code", status);
-        latency(*this.hop).record(
-            this.start.elapsed().as_secs_f64(),
-            &[
-                KeyValue::new("rpc.service", this.service.clone()),
-                KeyValue::new("rpc.method", this.method.clone()),
-                KeyValue::new("rpc.grpc.status_code", status),
-            ],
-        );
-        Poll::Ready(result)
+        if let Some(status) = status
+            && let Some(outcome) = this.outcome.take()
+        {
+            outcome.finish(status);
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
     }
 }
 

@@ -204,6 +204,8 @@ pub struct TranscriptionRequest {
     pub http_version: String,
     /// Its `x-amzn-transcribe-*` headers.
     pub headers: HashMap<String, String>,
+    /// The audio of each event, as it arrived.
+    pub audio_events: Vec<Vec<u8>>,
 }
 
 /// A failure armed for the next transcription.
@@ -521,11 +523,19 @@ impl Sandbox {
 
     /// Remembers a stream request; counts it open until
     /// [`Self::transcription_closed`].
-    pub fn transcription_opened(&self, request: TranscriptionRequest) {
+    pub fn transcription_opened(&self, request: TranscriptionRequest) -> usize {
         let mut world = self.world();
         world.transcription_requests.push(request);
         world.transcriptions_open += 1;
         world.transcriptions_peak = world.transcriptions_peak.max(world.transcriptions_open);
+        world.transcription_requests.len() - 1
+    }
+
+    /// Records the audio of one event of stream `index`.
+    pub fn transcription_audio(&self, index: usize, audio: &[u8]) {
+        if let Some(request) = self.world().transcription_requests.get_mut(index) {
+            request.audio_events.push(audio.to_vec());
+        }
     }
 
     /// A stream has ended.

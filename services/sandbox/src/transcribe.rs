@@ -159,10 +159,12 @@ async fn start_stream_transcription(
         .unwrap_or_default();
 
     let session_id = header(&headers, "x-amzn-transcribe-session-id").unwrap_or_else(new_id);
-    sandbox.transcription_opened(TranscriptionRequest {
+    let stream_index = sandbox.transcription_opened(TranscriptionRequest {
         http_version,
         headers: transcribe_headers,
+        audio_events: Vec::new(),
     });
+    let recorder = sandbox.clone();
     let open = OpenStream(sandbox.clone());
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(16);
     let fail_with = match sandbox.take_transcribe_failure() {
@@ -231,6 +233,7 @@ async fn start_stream_transcription(
                 };
                 let audio = inner.payload();
                 events += 1;
+                recorder.transcription_audio(stream_index, audio);
                 if encoding == "pcm" && audio.len() > rate as usize * 2 {
                     send(exception(
                         "BadRequestException",

@@ -149,6 +149,14 @@ impl<R: Read> PcmSource for OpusSource<R> {
             };
             self.decode_packet(&packet.data)?;
             if packet.last_in_stream {
+                // Nothing may follow the last packet: no data after the
+                // end-of-stream page, no packet left unfinished.
+                if self.reader.next_packet()?.is_some() {
+                    return Err(TranscodeError::corrupt(
+                        self.reader.bytes_read(),
+                        "a packet after the end-of-stream page",
+                    ));
+                }
                 self.finished = true;
                 self.release_page(Some(packet.granule));
                 break;

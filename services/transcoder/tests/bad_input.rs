@@ -114,6 +114,86 @@ fn truncated_at_a_page_boundary() {
     );
 }
 
+/// `ogg` with its last page no longer the end, and `page` (its flags,
+/// lacing values and body) appended after it, CRCs fixed.
+fn with_final_page(ogg: &[u8], flags: u8, lacing: &[u8], body: &[u8]) -> Vec<u8> {
+    let last = *page_offsets(ogg).last().unwrap();
+    let mut out = ogg.to_vec();
+    out[last + 5] &= !0x04;
+    let mut page = out[last..last + 27].to_vec();
+    page[5] = flags;
+    let sequence = u32::from_le_bytes(page[18..22].try_into().unwrap()) + 1;
+    page[18..22].copy_from_slice(&sequence.to_le_bytes());
+    page[26] = lacing.len() as u8;
+    page.extend_from_slice(lacing);
+    page.extend_from_slice(body);
+    out.extend_from_slice(&page);
+    fix_crcs(&mut out);
+    out
+}
+
+/// Writes the hand-made regression inputs (`cargo test -p
+/// parley-transcoder --test bad_input -- --ignored write_regressions`).
+#[test]
+#[ignore = "regenerates tests/regressions"]
+fn write_regressions() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/regressions");
+    let note = note();
+    let last = *page_offsets(&note).last().unwrap();
+    let files: [(&str, Vec<u8>); 4] = [
+        (
+            "bad-unfinished-last-packet.ogg",
+            with_final_page(&note, 0x04, &[255], &[0xfc; 255]),
+        ),
+        ("bad-cut-at-page-boundary.ogg", note[..last].to_vec()),
+        (
+            "bad-data-after-end-of-stream.ogg",
+            [note.clone(), note[..200].to_vec()].concat(),
+        ),
+        (
+            "ok-empty-final-page.ogg",
+            with_final_page(&note, 0x04, &[], &[]),
+        ),
+    ];
+    for (name, bytes) in files {
+        std::fs::write(dir.join(name), bytes).unwrap();
+    }
+}
+
+#[test]
+fn a_packet_left_unfinished_at_the_end_is_truncated() {
+    // The last page's only segment is 255 bytes: its packet goes on in a
+    // page that never comes. Dropping it silently would shorten the note.
+    let ogg = with_final_page(&note(), 0x04, &[255], &[0xfc; 255]);
+    assert_both(
+        &ogg,
+        |e| matches!(e, TranscodeError::Truncated(m) if m.contains("unfinished")),
+    );
+}
+
+#[test]
+fn an_empty_final_page_is_accepted() {
+    // A page with no segments (an encoder closing the stream late) carries
+    // nothing and is fine.
+    let ogg = with_final_page(&note(), 0x04, &[], &[]);
+    let wav = to_wav(&ogg).expect("accepted");
+    // The end trimming now sits on a page after the audio, too late to
+    // trim it: the same audio, never less.
+    assert!(wav.len() >= to_wav(&note()).unwrap().len());
+    streamed(&ogg).expect("accepted when streamed");
+}
+
+#[test]
+fn data_after_the_end_of_stream_page_is_refused() {
+    let mut ogg = note();
+    let tail = ogg[..200].to_vec();
+    ogg.extend_from_slice(&tail);
+    assert_both(&ogg, |e| {
+        matches!(e, TranscodeError::CorruptOgg { reason, .. } if reason.contains("after the end-of-stream"))
+            || matches!(e, TranscodeError::Truncated(_))
+    });
+}
+
 #[test]
 fn absurd_header_values() {
     let mut ogg = note();
@@ -244,21 +324,33 @@ fn invalid_requests() {
     ));
 }
 
-/// Regression inputs found by fuzzing (`fuzz/` under this crate) live in
-/// `tests/regressions/`; each must be rejected or converted without a panic.
+/// Regression inputs — found by fuzzing (`fuzz/` under this crate), or
+/// written for a defect found by hand — live in `tests/regressions/`; each
+/// must be converted or refused as its name says (`ok-…`, or a refusal
+/// otherwise), never with a panic, and the folder must not be empty (a
+/// replay of nothing proves nothing).
 #[test]
-fn fuzz_regressions_do_not_panic() {
+fn regressions_replay() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/regressions");
-    let Ok(entries) = std::fs::read_dir(&dir) else {
-        return;
-    };
-    for entry in entries {
+    let mut replayed = 0;
+    for entry in std::fs::read_dir(&dir).expect("tests/regressions exists") {
         let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
         let bytes = std::fs::read(&path).unwrap();
-        let _ = to_wav(&bytes);
-        let _ = streamed(&bytes);
+        let buffered = to_wav(&bytes);
+        let streamed = streamed(&bytes);
         let _ = probe(&bytes, Limits::default());
+        if name.starts_with("ok-") {
+            assert!(buffered.is_ok() && streamed.is_ok(), "{name}: {buffered:?}");
+        } else if name.starts_with("bad-") {
+            assert!(
+                buffered.is_err() && streamed.is_err(),
+                "{name} was accepted"
+            );
+        }
+        replayed += 1;
     }
+    assert!(replayed >= 5, "only {replayed} regression inputs");
 }
 
 proptest! {

@@ -11,10 +11,8 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use ogg::{
-    PacketWriteEndInfo, PacketWriter,
-    reading::{BasePacketReader, PageParser},
-};
+use ogg::{PacketWriteEndInfo, PacketWriter};
+use parley_transcoder::ogg_reader::OggDemuxer;
 
 use crate::error::TranscribeError;
 
@@ -139,8 +137,8 @@ impl PcmChunker {
 /// Re-paginates OGG/Opus into events of whole pages.
 pub struct OggChunker {
     target_samples: u64,
-    input: Vec<u8>,
-    packets: BasePacketReader,
+    /// The transcoder's demuxer: both services read OGG the same way.
+    demuxer: OggDemuxer,
     serial: Option<u32>,
     header_packets: u8,
     writer: PacketWriter<'static, Vec<u8>>,
@@ -164,8 +162,7 @@ impl OggChunker {
         let event = event.min(MAX_EVENT_AUDIO);
         Self {
             target_samples: (u128::from(OPUS_RATE) * event.as_micros() / 1_000_000).max(1) as u64,
-            input: Vec::new(),
-            packets: BasePacketReader::new(),
+            demuxer: OggDemuxer::new(),
             serial: None,
             header_packets: 0,
             writer: PacketWriter::new(Vec::new()),
@@ -179,57 +176,28 @@ impl OggChunker {
     }
 
     fn push(&mut self, bytes: &[u8]) -> Result<Vec<AudioChunk>, TranscribeError> {
-        if self.finished {
+        if self.finished && !bytes.is_empty() {
             return Err(invalid("audio after the OGG end-of-stream page"));
         }
-        self.input.extend_from_slice(bytes);
+        self.demuxer.push(bytes).map_err(from_transcoder)?;
         let mut out = Vec::new();
-        while let Some(page_len) = complete_page_len(&self.input)? {
-            let page: Vec<u8> = self.input.drain(..page_len).collect();
-            self.read_page(page, &mut out)?;
-            if self.finished {
-                if !self.input.is_empty() {
-                    return Err(invalid("audio after the OGG end-of-stream page"));
-                }
-                break;
+        while let Some(packet) = self.demuxer.next_packet().map_err(from_transcoder)? {
+            if self.serial.is_none() {
+                // The demuxer keeps one logical stream; its pages are
+                // written back under the same serial.
+                self.serial = Some(self.demuxer.serial().unwrap_or_default());
+            }
+            self.declared_granule = self.demuxer.last_granule();
+            let last = packet.last_in_stream;
+            self.write_packet(packet.data, &mut out)?;
+            if last {
+                self.finished = true;
             }
         }
-        Ok(out)
-    }
-
-    fn read_page(
-        &mut self,
-        page: Vec<u8>,
-        out: &mut Vec<AudioChunk>,
-    ) -> Result<(), TranscribeError> {
-        let header: [u8; 27] = page[..27].try_into().expect("a complete page");
-        let serial = u32::from_le_bytes(header[14..18].try_into().expect("4 bytes"));
-        let granule = u64::from_le_bytes(header[6..14].try_into().expect("8 bytes"));
-        if *self.serial.get_or_insert(serial) != serial {
-            return Err(invalid(
-                "a second logical OGG stream: chained or multiplexed OGG is not supported",
-            ));
-        }
-        if granule != u64::MAX {
-            self.declared_granule = granule;
-        }
-        if header[5] & 0x04 != 0 {
+        if self.demuxer.saw_end_of_stream() {
             self.finished = true;
         }
-        let (mut parser, segments) =
-            PageParser::new(header).map_err(|e| invalid(format!("bad OGG page: {e}")))?;
-        let body_start = 27 + segments;
-        parser.parse_segments(page[27..body_start].to_vec());
-        let page = parser
-            .parse_packet_data(page[body_start..].to_vec())
-            .map_err(|e| invalid(format!("bad OGG page: {e}")))?;
-        self.packets
-            .push_page(page)
-            .map_err(|e| invalid(format!("bad OGG page: {e}")))?;
-        while let Some(packet) = self.packets.read_packet() {
-            self.write_packet(packet.data, out)?;
-        }
-        Ok(())
+        Ok(out)
     }
 
     fn write_packet(
@@ -318,12 +286,9 @@ impl OggChunker {
     }
 
     fn finish(&mut self) -> Result<Option<AudioChunk>, TranscribeError> {
-        if !self.input.is_empty() {
-            return Err(TranscribeError::InvalidAudio(format!(
-                "OGG audio ends inside a page ({} bytes left over)",
-                self.input.len()
-            )));
-        }
+        // Cut inside a page, before the end-of-stream page, or inside a
+        // packet: refused, as the transcoder refuses it.
+        self.demuxer.finish().map_err(from_transcoder)?;
         if self.header_packets < 2 {
             return Err(invalid("OGG/Opus audio ended before its headers"));
         }
@@ -349,25 +314,8 @@ fn invalid(message: impl Into<String>) -> TranscribeError {
     TranscribeError::InvalidAudio(message.into())
 }
 
-/// The length of the OGG page at the start of `input`, once all of it is
-/// there.
-fn complete_page_len(input: &[u8]) -> Result<Option<usize>, TranscribeError> {
-    if input.len() < 27 {
-        return Ok(None);
-    }
-    if &input[..4] != b"OggS" {
-        return Err(invalid("expected an OGG page (capture pattern \"OggS\")"));
-    }
-    let segments = usize::from(input[26]);
-    if input.len() < 27 + segments {
-        return Ok(None);
-    }
-    let body: usize = input[27..27 + segments]
-        .iter()
-        .map(|&s| usize::from(s))
-        .sum();
-    let len = 27 + segments + body;
-    Ok((input.len() >= len).then_some(len))
+fn from_transcoder(error: parley_transcoder::TranscodeError) -> TranscribeError {
+    TranscribeError::InvalidAudio(error.to_string())
 }
 
 #[cfg(test)]
@@ -378,6 +326,7 @@ mod tests {
         pipeline::{convert_buffer, probe},
         synth,
     };
+    use proptest::arbitrary::Arbitrary as _;
 
     const EVENT: Duration = Duration::from_millis(100);
 
@@ -513,8 +462,8 @@ mod tests {
         let note = synth::voice_note(1.0, 16_000).unwrap();
         let cases: [(&[u8], &str); 3] = [
             (b"RIFF\0\0\0\0WAVEfmt and then some more bytes", "OggS"),
-            (&note[..note.len() - 10], "inside a page"),
-            (&note[..40], "inside a page"),
+            (&note[..note.len() - 10], "inside an ogg page"),
+            (&note[..40], "inside an ogg page"),
         ];
         for (input, expected) in cases {
             let mut chunker = Chunker::OggOpus(Box::new(OggChunker::new(EVENT)));
@@ -527,6 +476,83 @@ mod tests {
         let mut chunker = Chunker::OggOpus(Box::new(OggChunker::new(EVENT)));
         let error = feed(&mut chunker, &corrupt).unwrap_err();
         assert!(matches!(error, TranscribeError::InvalidAudio(_)), "{error}");
+    }
+
+    /// Where each OGG page of `ogg` starts.
+    fn page_starts(ogg: &[u8]) -> Vec<usize> {
+        let mut starts = Vec::new();
+        let mut at = 0;
+        while at + 27 <= ogg.len() {
+            starts.push(at);
+            let segments = usize::from(ogg[at + 26]);
+            let body: usize = ogg[at + 27..at + 27 + segments]
+                .iter()
+                .map(|&s| usize::from(s))
+                .sum();
+            at += 27 + segments + body;
+        }
+        starts
+    }
+
+    #[test]
+    fn a_note_cut_at_a_page_boundary_is_refused_like_the_transcoder_refuses_it() {
+        // Whole pages, but not the last: a shorter note, which the
+        // transcriber used to transcribe with status OK.
+        let note = synth::voice_note(3.0, 16_000).unwrap();
+        let last = *page_starts(&note).last().unwrap();
+        let mut chunker = Chunker::OggOpus(Box::new(OggChunker::new(EVENT)));
+        let error = feed(&mut chunker, &note[..last]).unwrap_err();
+        assert!(error.to_string().contains("end-of-stream"), "{error}");
+        let transcoder = convert_buffer(
+            &note[..last],
+            Default::default(),
+            OutputSpec::new(AudioFormat::Pcm),
+            Limits::default(),
+        );
+        assert!(transcoder.is_err(), "the transcoder refuses it too");
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 64, .. Default::default() })]
+
+        /// However the note is cut into pieces, the events carry the same
+        /// audio, each under a second.
+        #[test]
+        fn any_cut_into_pieces_gives_the_same_audio(
+            cuts in proptest::collection::vec(1usize..4_000, 1..40),
+        ) {
+            let note = synth::voice_note(1.5, 16_000).unwrap();
+            let mut chunker = Chunker::OggOpus(Box::new(OggChunker::new(EVENT)));
+            let mut events = Vec::new();
+            let mut rest = &note[..];
+            for cut in cuts.iter().cycle() {
+                if rest.is_empty() {
+                    break;
+                }
+                let take = (*cut).min(rest.len());
+                events.extend(chunker.push(&rest[..take]).unwrap());
+                rest = &rest[take..];
+            }
+            events.extend(chunker.finish().unwrap());
+            proptest::prop_assert!(events.iter().all(|e| e.duration <= MAX_EVENT_AUDIO));
+            proptest::prop_assert_eq!(decode(&events.concat_bytes()), decode(&note));
+        }
+
+        /// Damaged notes are refused, never a panic.
+        #[test]
+        fn damaged_notes_are_refused_without_a_panic(
+            flips in proptest::collection::vec((proptest::sample::Index::arbitrary(), proptest::prelude::any::<u8>()), 1..6),
+            cut in proptest::sample::Index::arbitrary(),
+        ) {
+            let mut note = synth::voice_note(0.5, 16_000).unwrap();
+            for (index, value) in flips {
+                let i = index.index(note.len());
+                note[i] = value;
+            }
+            let len = cut.index(note.len() + 1);
+            let mut chunker = Chunker::OggOpus(Box::new(OggChunker::new(EVENT)));
+            let _ = feed(&mut chunker, &note[..len]);
+        }
     }
 
     trait ConcatBytes {

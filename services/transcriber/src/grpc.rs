@@ -1,7 +1,9 @@
-//! The `parley.transcriber.v1.Transcriber` service: the gate first (so a
-//! full server answers RESOURCE_EXHAUSTED before reading any audio), then
-//! the config, then the transcription on its own task, holding its permit
-//! until the stream ends.
+//! The `parley.transcriber.v1.Transcriber` service: the config and the
+//! first audio, then the gate (a permit — a Transcribe stream — is taken
+//! only once there is audio to send, so a client that opens a call and goes
+//! quiet holds nothing), then the transcription on its own task, holding
+//! its permit until the stream ends. Every read from the client has an idle
+//! deadline and the whole call a total one.
 
 use std::{sync::Arc, time::Duration};
 
@@ -39,6 +41,10 @@ pub struct TranscriberConfig {
     pub max_waiting: usize,
     /// How long a call may wait.
     pub max_wait: Duration,
+    /// How long the client may stay silent before the call is ended.
+    pub idle_timeout: Duration,
+    /// How long a whole call may take.
+    pub deadline: Duration,
     /// How each transcription runs.
     pub options: TranscriptionOptions,
 }
@@ -49,6 +55,8 @@ impl Default for TranscriberConfig {
             max_streams: 20,
             max_waiting: 100,
             max_wait: Duration::from_secs(20),
+            idle_timeout: Duration::from_secs(30),
+            deadline: Duration::from_secs(15 * 60),
             options: TranscriptionOptions::default(),
         }
     }
@@ -71,6 +79,8 @@ impl TranscriberConfig {
             max_streams: settings.parse("transcribe_max_streams", defaults.max_streams),
             max_waiting: settings.parse("transcribe_max_waiting", defaults.max_waiting),
             max_wait: settings.millis("transcribe_max_wait_ms", defaults.max_wait),
+            idle_timeout: settings.millis("transcribe_idle_timeout_ms", defaults.idle_timeout),
+            deadline: settings.millis("transcribe_deadline_ms", defaults.deadline),
             options: TranscriptionOptions {
                 event: settings.millis("transcribe_event_ms", defaults.options.event),
                 pacing: Pacing::from_multiplier(multiplier),
@@ -98,6 +108,8 @@ pub struct TranscriberService<B> {
     backend: Arc<B>,
     gate: ConcurrencyGate,
     options: Arc<TranscriptionOptions>,
+    idle_timeout: Duration,
+    deadline: Duration,
 }
 
 impl<B> Clone for TranscriberService<B> {
@@ -106,6 +118,8 @@ impl<B> Clone for TranscriberService<B> {
             backend: self.backend.clone(),
             gate: self.gate.clone(),
             options: self.options.clone(),
+            idle_timeout: self.idle_timeout,
+            deadline: self.deadline,
         }
     }
 }
@@ -117,6 +131,8 @@ impl<B: SpeechBackend> TranscriberService<B> {
             backend: Arc::new(backend),
             gate: ConcurrencyGate::new(config.max_streams, config.max_waiting, config.max_wait),
             options: Arc::new(config.options),
+            idle_timeout: config.idle_timeout,
+            deadline: config.deadline,
         }
     }
 
@@ -131,22 +147,49 @@ impl<B: SpeechBackend> TranscriberService<B> {
     }
 }
 
-/// The client's audio messages, as the pipeline reads them.
-fn audio_of(
-    input: Streaming<pb::TranscribeRequest>,
-) -> impl futures::Stream<Item = Result<Bytes, TranscribeError>> + Send + Unpin {
-    input.map(|message| match message {
-        Ok(pb::TranscribeRequest {
-            message: Some(pb::transcribe_request::Message::Audio(audio)),
-        }) => Ok(audio),
-        Ok(_) => Err(TranscribeError::InvalidRequest(
-            "only audio may follow the first message's config".into(),
-        )),
-        Err(status) => Err(TranscribeError::InvalidRequest(format!(
+/// The client's next message, within the idle deadline.
+async fn next_message(
+    input: &mut Streaming<pb::TranscribeRequest>,
+    idle: Duration,
+) -> Result<Option<pb::TranscribeRequest>, TranscribeError> {
+    match tokio::time::timeout(idle, input.message()).await {
+        Err(_) => Err(TranscribeError::InvalidRequest(format!(
+            "the client sent nothing for {} s: the call is ended",
+            idle.as_secs_f64()
+        ))),
+        Ok(Err(status)) => Err(TranscribeError::InvalidRequest(format!(
             "the client's stream failed: {}",
             status.message()
         ))),
-    })
+        Ok(Ok(message)) => Ok(message),
+    }
+}
+
+fn audio_in(message: pb::TranscribeRequest) -> Result<Bytes, TranscribeError> {
+    match message.message {
+        Some(pb::transcribe_request::Message::Audio(audio)) => Ok(audio),
+        _ => Err(TranscribeError::InvalidRequest(
+            "only audio may follow the first message's config".into(),
+        )),
+    }
+}
+
+/// The client's audio, as the pipeline reads it: `first`, then every
+/// further message, each within the idle deadline.
+fn audio_of(
+    first: Option<Bytes>,
+    input: Streaming<pb::TranscribeRequest>,
+    idle: Duration,
+) -> impl futures::Stream<Item = Result<Bytes, TranscribeError>> + Send + Unpin {
+    let rest = futures::stream::unfold(Some(input), move |input| async move {
+        let mut input = input?;
+        match next_message(&mut input, idle).await {
+            Ok(None) => None,
+            Ok(Some(message)) => Some((audio_in(message), Some(input))),
+            Err(error) => Some((Err(error), None)),
+        }
+    });
+    Box::pin(futures::stream::iter(first.map(Ok)).chain(rest))
 }
 
 #[tonic::async_trait]
@@ -157,9 +200,9 @@ impl<B: SpeechBackend> Transcriber for TranscriberService<B> {
         &self,
         request: Request<Streaming<pb::TranscribeRequest>>,
     ) -> Result<Response<Self::TranscribeStream>, Status> {
-        let permit = self.gate.enter().await?;
+        let idle = self.idle_timeout;
         let mut input = request.into_inner();
-        let config = match input.message().await? {
+        let config = match next_message(&mut input, idle).await? {
             Some(pb::TranscribeRequest {
                 message: Some(pb::transcribe_request::Message::Config(config)),
             }) => config,
@@ -171,6 +214,13 @@ impl<B: SpeechBackend> Transcriber for TranscriberService<B> {
             }
         };
         let settings = StreamSettings::from_proto(config)?;
+        // A Transcribe stream is scarce: take one only once there is audio.
+        let first = next_message(&mut input, idle)
+            .await?
+            .map(audio_in)
+            .transpose()?;
+        let permit = self.gate.enter().await?;
+        let deadline = self.deadline;
         let span = tracing::info_span!(
             "transcription",
             encoding = ?settings.encoding,
@@ -184,7 +234,19 @@ impl<B: SpeechBackend> Transcriber for TranscriberService<B> {
         tokio::spawn(
             async move {
                 let _permit = permit;
-                match transcribe(&*backend, settings, &options, audio_of(input), &out).await {
+                let audio = audio_of(first, input, idle);
+                let transcribed = tokio::time::timeout(
+                    deadline,
+                    transcribe(&*backend, settings, &options, audio, &out),
+                )
+                .await
+                .unwrap_or_else(|_| {
+                    Err(TranscribeError::InvalidRequest(format!(
+                        "the call ran past its {} s deadline",
+                        deadline.as_secs()
+                    )))
+                });
+                match transcribed {
                     Ok(outcome) => {
                         let span = tracing::Span::current();
                         span.record("audio_ms", outcome.audio.as_millis() as u64);

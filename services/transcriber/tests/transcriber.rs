@@ -209,7 +209,46 @@ async fn ogg_opus_is_repaginated_and_every_option_reaches_the_request() {
     );
     assert_eq!(summary.language_code, "es-US", "the identified language");
 
-    let headers = &harness.stack.sandbox.sandbox.transcription_requests()[0].headers;
+    // Repaginated: the client's 333-byte pieces arrive at Transcribe as
+    // events of whole OGG pages, each under a second of audio.
+    let request = &harness.stack.sandbox.sandbox.transcription_requests()[0];
+    assert!(
+        request.audio_events.len() > 1,
+        "{} events",
+        request.audio_events.len()
+    );
+    let mut previous_granule = 0u64;
+    for event in &request.audio_events {
+        assert!(event.starts_with(b"OggS"), "an event starts with a page");
+        assert_ne!(event.len(), 333, "events are not the client's pieces");
+        let mut at = 0;
+        let mut granules = Vec::new();
+        while at < event.len() {
+            assert_eq!(&event[at..at + 4], b"OggS", "whole pages only");
+            granules.push(u64::from_le_bytes(
+                event[at + 6..at + 14].try_into().unwrap(),
+            ));
+            let segments = usize::from(event[at + 26]);
+            let body: usize = event[at + 27..at + 27 + segments]
+                .iter()
+                .map(|&s| usize::from(s))
+                .sum();
+            at += 27 + segments + body;
+        }
+        assert_eq!(at, event.len(), "no partial page");
+        // Opus granules count 48 kHz samples: at most a second per event
+        // (the header pages have granule 0).
+        let last = *granules.iter().max().unwrap();
+        if last > 0 {
+            assert!(
+                last - previous_granule <= 48_000,
+                "{} samples in one event",
+                last - previous_granule
+            );
+            previous_granule = last;
+        }
+    }
+    let headers = &request.headers;
     for (name, value) in [
         ("x-amzn-transcribe-media-encoding", "ogg-opus"),
         ("x-amzn-transcribe-sample-rate", "48000"),
@@ -354,6 +393,7 @@ async fn a_gate_of_ten_carries_a_hundred_parallel_streams() {
             pacing: Pacing::RealTime { multiplier: 10.0 },
             ..Default::default()
         },
+        ..Default::default()
     })
     .await;
     let calls = (0..100).map(|i| {
@@ -442,4 +482,93 @@ async fn an_overflowing_queue_gets_resource_exhausted_at_once() {
     drop(hold);
     assert_eq!(first.await.unwrap().unwrap().1.transcript, "three");
     assert_eq!(second.await.unwrap().unwrap().1.transcript, "three");
+}
+
+#[tokio::test]
+async fn a_silent_client_holds_no_stream_and_is_ended() {
+    let harness = harness(TranscriberConfig {
+        max_streams: 1,
+        max_waiting: 1,
+        max_wait: Duration::from_millis(500),
+        idle_timeout: Duration::from_millis(800),
+        ..Default::default()
+    })
+    .await;
+    // Two clients send their config and then nothing, keeping their
+    // streams open.
+    let mut silent = Vec::new();
+    for _ in 0..2 {
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        tx.send(TranscribeRequest {
+            message: Some(transcribe_request::Message::Config(pcm_config(16_000))),
+        })
+        .await
+        .unwrap();
+        let call = tokio::spawn(collect(
+            harness.client.clone(),
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        ));
+        silent.push((tx, call));
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        harness.service.gate().in_use(),
+        0,
+        "silence holds no stream"
+    );
+    // The one stream there is still serves a client with audio.
+    let audio = synth::to_le_bytes(&dtmf("5", 16_000));
+    let (_, summary) = collect(
+        harness.client.clone(),
+        requests(pcm_config(16_000), audio, 1_000),
+    )
+    .await
+    .expect("served while two clients sit silent");
+    assert_eq!(summary.transcript, "five");
+    // The silent ones are ended, with a reason.
+    for (tx, call) in silent {
+        let status = call.await.unwrap().unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+        assert!(
+            status.message().contains("sent nothing"),
+            "{}",
+            status.message()
+        );
+        drop(tx);
+    }
+}
+
+#[tokio::test]
+async fn a_note_cut_at_a_page_boundary_is_refused_not_transcribed_short() {
+    let harness = harness(TranscriberConfig::default()).await;
+    let mut samples = dtmf("42", 48_000);
+    samples.extend(dtmf("7", 48_000));
+    let note = synth::encode_pcm(&samples, 48_000).unwrap();
+    // Whole pages, without the last one.
+    let mut starts = Vec::new();
+    let mut at = 0;
+    while at + 27 <= note.len() {
+        starts.push(at);
+        let segments = usize::from(note[at + 26]);
+        let body: usize = note[at + 27..at + 27 + segments]
+            .iter()
+            .map(|&s| usize::from(s))
+            .sum();
+        at += 27 + segments + body;
+    }
+    let cut = note[..*starts.last().unwrap()].to_vec();
+    let config = TranscriptionConfig {
+        encoding: AudioEncoding::OggOpus as i32,
+        sample_rate_hz: 48_000,
+        ..pcm_config(48_000)
+    };
+    let status = collect(harness.client.clone(), requests(config, cut, 700))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(
+        status.message().contains("end-of-stream"),
+        "{}",
+        status.message()
+    );
 }
