@@ -163,15 +163,15 @@ fn in_process(ogg: &[u8], reps: usize) -> anyhow::Result<(f64, f64)> {
     Ok((median(cpu), median(wall)))
 }
 
+/// CPU time of this process's finished children (user + system).
 fn children_cpu() -> Duration {
-    // SAFETY: getrusage only writes into the struct we pass.
-    let usage = unsafe {
-        let mut usage: libc::rusage = std::mem::zeroed();
-        libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage);
-        usage
+    use nix::sys::resource::{UsageWho, getrusage};
+    let Ok(usage) = getrusage(UsageWho::RUSAGE_CHILDREN) else {
+        return Duration::ZERO;
     };
-    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
-    tv(usage.ru_utime) + tv(usage.ru_stime)
+    let tv =
+        |t: nix::sys::time::TimeVal| Duration::new(t.tv_sec() as u64, t.tv_usec() as u32 * 1000);
+    tv(usage.user_time()) + tv(usage.system_time())
 }
 
 /// `ffmpeg -i in.ogg -ar 16000 -ac 1 out.wav`, as the AWS sample's Lambda runs it.

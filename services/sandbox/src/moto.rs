@@ -117,6 +117,10 @@ pub fn start() -> Option<Moto> {
             started.elapsed() < Duration::from_secs(60),
             "moto did not start"
         );
+        #[allow(
+            clippy::disallowed_methods,
+            reason = "start() is synchronous: tests call it before any runtime exists"
+        )]
         std::thread::sleep(Duration::from_millis(50));
     }
     Some(moto)

@@ -133,7 +133,10 @@ impl TranscoderService {
 pub async fn run_blocking<T: Send + 'static>(
     work: impl FnOnce() -> Result<T> + Send + 'static,
 ) -> Result<T> {
+    // The codec's work stays in the request's span (and trace).
+    let span = tracing::Span::current();
     tokio::task::spawn_blocking(move || {
+        let _entered = span.enter();
         std::panic::catch_unwind(AssertUnwindSafe(work)).unwrap_or_else(|_| {
             Err(TranscodeError::Internal(
                 "codec fault (panic); input rejected".into(),
@@ -263,7 +266,7 @@ impl Transcoder for TranscoderService {
             // Small bounded queues on both sides: memory per conversion
             // stays at a few chunks however large the input is.
             let (input_tx, input_rx) = mpsc::channel::<Bytes>(2);
-            let feeder = tokio::spawn(async move {
+            let feeder = tokio::spawn(tracing::Instrument::in_current_span(async move {
                 let mut chunk = first;
                 while let Some(piece) = chunk {
                     if input_tx.send(piece).await.is_err() {
@@ -272,7 +275,7 @@ impl Transcoder for TranscoderService {
                     chunk = next_chunk(&mut inbound, idle).await?;
                 }
                 Ok::<(), Status>(())
-            });
+            }));
             let writer = ChannelWriter::new(worker_tx, chunk_bytes, chunk_message);
             let result = run_blocking(move || {
                 convert(ChannelReader::new(input_rx), input, writer, output, limits)
@@ -289,14 +292,14 @@ impl Transcoder for TranscoderService {
                 (Ok(conversion), Ok(())) => Ok(summary(&conversion, started)),
             }
         };
-        tokio::spawn(async move {
+        tokio::spawn(tracing::Instrument::in_current_span(async move {
             let last = tokio::time::timeout_at(deadline, conversion)
                 .await
                 .unwrap_or_else(|_| {
                     Err(TranscodeError::TimedOut("the stream ran past its deadline".into()).into())
                 });
             let _ = response_tx.send(last).await;
-        });
+        }));
         Ok(Response::new(ReceiverStream::new(response_rx)))
     }
 
