@@ -21,10 +21,6 @@ use parley_proto::{
         AppendOnce, AppendPendingRequest, Direction, GetMessageLinkRequest, MessageOrigin,
         PendingMessage,
     },
-    whatsapp::{
-        MarkReadRequest, ReactionMessage, SendMessageRequest as WaSend,
-        send_message_request::Content as WaContent,
-    },
 };
 use tracing::Instrument as _;
 
@@ -38,7 +34,8 @@ use crate::{
         self,
         whatsapp::{RawMessage, RawStatus},
     },
-    routing::{LiveRouting, Route},
+    receipts,
+    routing::LiveRouting,
     services::Services,
     test_hooks, trace,
 };
@@ -330,7 +327,13 @@ impl Ingest {
                     ],
                 );
                 self.inbound_wakeups.at(due_at_ms);
-                self.received_reaction(&message, &route).await;
+                receipts::react(
+                    &self.services,
+                    &message,
+                    receipts::Progress::Received,
+                    &route.reactions.received,
+                )
+                .await;
                 Outcome::Done
             }
             Appended::Before => Outcome::Done,
@@ -390,30 +393,6 @@ impl Ingest {
                 ))
             }
             Err(error) => Appended::Not(Outcome::from_error(&error)),
-        }
-    }
-
-    /// Reacts to a customer's message to say it arrived (per route).
-    async fn received_reaction(&self, message: &CustomerMessage, route: &Route) {
-        if route.reactions.received.is_empty() {
-            return;
-        }
-        let sent = self
-            .services
-            .whatsapp
-            .send_message(WaSend {
-                business_number_id: message.business.clone(),
-                recipient: message.customer.clone(),
-                reply_to_message_id: String::new(),
-                content: Some(WaContent::Reaction(ReactionMessage {
-                    message_id: message.wamid.clone(),
-                    emoji: route.reactions.received.clone(),
-                })),
-                idempotency_key: keys::key(["reaction-received", &message.wamid]),
-            })
-            .await;
-        if let Err(error) = sent {
-            tracing::warn!(error = %describe(&error), "received reaction not sent");
         }
     }
 
@@ -606,18 +585,13 @@ impl Ingest {
             return Outcome::Done;
         };
         if route.typing_indicator && !chat.last_customer_message_id.is_empty() {
-            let shown = self
-                .services
-                .whatsapp
-                .mark_read(MarkReadRequest {
-                    business_number_id: key.business_number_id.clone(),
-                    message_id: chat.last_customer_message_id.clone(),
-                    show_typing: true,
-                })
-                .await;
-            if let Err(error) = shown {
-                tracing::debug!(error = %describe(&error), "typing indicator not shown");
-            }
+            receipts::mark_read(
+                &self.services,
+                &key.business_number_id,
+                &chat.last_customer_message_id,
+                true,
+            )
+            .await;
         }
         Outcome::Done
     }

@@ -37,6 +37,7 @@ pub mod keys;
 pub mod metrics;
 pub mod model;
 pub mod parse;
+pub mod receipts;
 pub mod render;
 pub mod routing;
 pub mod services;

@@ -46,6 +46,31 @@ pub mod parley {
     pub mod whatsapp {
         pub mod v1 {
             tonic::include_proto!("parley.whatsapp.v1");
+
+            /// WhatsApp's limits for interactive messages, in characters —
+            /// part of the contract (`whatsapp.proto` documents them): the
+            /// sender refuses what exceeds them with LIMIT_EXCEEDED, the
+            /// gateway renders within them.
+            pub mod limits {
+                /// Header and footer text.
+                pub const HEADER: usize = 60;
+                /// Body text.
+                pub const BODY: usize = 1_024;
+                /// A reply button's title, and a list's button label.
+                pub const BUTTON_TITLE: usize = 20;
+                /// Reply buttons in one message.
+                pub const BUTTONS: usize = 3;
+                /// A list row's title, and a section's title.
+                pub const ROW_TITLE: usize = 24;
+                /// A list row's description.
+                pub const ROW_DESCRIPTION: usize = 72;
+                /// Rows in a list, over all its sections.
+                pub const ROWS: usize = 10;
+                /// Sections in a list.
+                pub const SECTIONS: usize = 10;
+                /// A button or row id.
+                pub const ID: usize = 200;
+            }
         }
     }
 }

@@ -24,8 +24,7 @@ use parley_proto::{
         MessageLink, MessageOrigin, RecordCustomerActivityRequest,
     },
     whatsapp::{
-        MarkReadRequest, ReactionMessage, SendMessageRequest as WaSend, TextMessage,
-        send_message_request::Content as WaContent,
+        SendMessageRequest as WaSend, TextMessage, send_message_request::Content as WaContent,
     },
 };
 use tracing::Instrument as _;
@@ -41,6 +40,7 @@ use crate::{
     config::GatewayConfig,
     keys,
     model::CustomerMessage,
+    receipts,
     render::{
         to_agent::{self as render, Step},
         to_customer::Menu,
@@ -596,35 +596,16 @@ impl ToAgent {
             .await;
         log_failure("record customer activity", recorded.err());
         if route.mark_read {
-            let read = self
-                .services
-                .whatsapp
-                .mark_read(MarkReadRequest {
-                    business_number_id: last.business.clone(),
-                    message_id: last.wamid.clone(),
-                    show_typing: false,
-                })
-                .await;
-            log_failure("mark read", read.err());
+            receipts::mark_read(&self.services, &last.business, &last.wamid, false).await;
         }
-        if !route.reactions.delivered.is_empty() {
-            for message in messages {
-                let reacted = self
-                    .services
-                    .whatsapp
-                    .send_message(WaSend {
-                        business_number_id: message.business.clone(),
-                        recipient: message.customer.clone(),
-                        reply_to_message_id: String::new(),
-                        content: Some(WaContent::Reaction(ReactionMessage {
-                            message_id: message.wamid.clone(),
-                            emoji: route.reactions.delivered.clone(),
-                        })),
-                        idempotency_key: keys::key(["reaction-delivered", &message.wamid]),
-                    })
-                    .await;
-                log_failure("delivered reaction", reacted.err());
-            }
+        for message in messages {
+            receipts::react(
+                &self.services,
+                message,
+                receipts::Progress::Delivered,
+                &route.reactions.delivered,
+            )
+            .await;
         }
     }
 }

@@ -14,15 +14,7 @@ use pulldown_cmark::{Event, Options, Parser, Tag, TagEnd};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-/// WhatsApp's limits for interactive messages (characters).
-mod limits {
-    pub const BODY: usize = 1_024;
-    pub const BUTTON_TITLE: usize = 20;
-    pub const BUTTONS: usize = 3;
-    pub const ROW_TITLE: usize = 24;
-    pub const ROW_DESCRIPTION: usize = 72;
-    pub const ROWS: usize = 10;
-}
+use parley_proto::whatsapp::limits;
 
 /// One option Connect offered, and what to send back when it is chosen.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

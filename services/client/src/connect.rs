@@ -2,7 +2,6 @@
 
 use std::sync::Arc;
 
-use futures::StreamExt;
 use parley_proto::{
     common::MediaHeader,
     connect::{self as pb, connect_relay_client::ConnectRelayClient},
@@ -143,14 +142,12 @@ impl ConnectApi for GrpcConnect {
         call.set_timeout(self.policy.media_deadline);
         let mut client = self.client.clone();
         Box::pin(async move {
-            let responses = client
-                .fetch_attachment(call)
-                .await
-                .map_err(|s| ClientError::from_status("connect", "fetch_attachment", s))?
-                .into_inner()
-                .map(|r| r.map_err(|s| ClientError::from_status("connect", "fetch_attachment", s)))
-                .boxed();
-            media::split_download("connect", "fetch_attachment", responses).await
+            media::split_download(
+                "connect",
+                "fetch_attachment",
+                client.fetch_attachment(call).await,
+            )
+            .await
         })
     }
 }

@@ -185,8 +185,23 @@ impl MediaFrame for DownloadMediaResponse {
     }
 }
 
-/// Splits a download's responses into its header and its bytes.
+/// A download call's answer, split into its header and its bytes, every
+/// status a typed error.
 pub async fn split_download<F: MediaFrame + Send + 'static>(
+    service: &'static str,
+    method: &'static str,
+    answer: std::result::Result<tonic::Response<tonic::Streaming<F>>, tonic::Status>,
+) -> Result<(MediaHeader, MediaStream)> {
+    let responses = answer
+        .map_err(|s| ClientError::from_status(service, method, s))?
+        .into_inner()
+        .map(move |r| r.map_err(|s| ClientError::from_status(service, method, s)))
+        .boxed();
+    split_frames(service, method, responses).await
+}
+
+/// Splits a download's messages into the header and the bytes.
+async fn split_frames<F: MediaFrame + Send + 'static>(
     service: &'static str,
     method: &'static str,
     mut responses: BoxStream<'static, Result<F>>,
@@ -305,7 +320,7 @@ mod tests {
                 }),
             ])
             .boxed();
-        let (header, bytes) = split_download("whatsapp", "download_media", responses)
+        let (header, bytes) = split_frames("whatsapp", "download_media", responses)
             .await
             .unwrap();
         assert_eq!(header.mime_type, "image/png");

@@ -2,7 +2,6 @@
 
 use std::sync::Arc;
 
-use futures::StreamExt;
 use parley_proto::{
     common::MediaHeader,
     whatsapp::{self as pb, whats_app_sender_client::WhatsAppSenderClient},
@@ -104,14 +103,12 @@ impl WhatsAppApi for GrpcWhatsApp {
         call.set_timeout(self.policy.media_deadline);
         let mut client = self.client.clone();
         Box::pin(async move {
-            let responses = client
-                .download_media(call)
-                .await
-                .map_err(|s| ClientError::from_status("whatsapp", "download_media", s))?
-                .into_inner()
-                .map(|r| r.map_err(|s| ClientError::from_status("whatsapp", "download_media", s)))
-                .boxed();
-            media::split_download("whatsapp", "download_media", responses).await
+            media::split_download(
+                "whatsapp",
+                "download_media",
+                client.download_media(call).await,
+            )
+            .await
         })
     }
 }

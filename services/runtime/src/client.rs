@@ -64,7 +64,8 @@ impl ClientConfig {
         }
     }
 
-    /// Reads `PARLEY_<NAME>_ENDPOINT`, `PARLEY_<NAME>_TIMEOUT_MS`,
+    /// Reads `PARLEY_<NAME>_ENDPOINT` (one URI, or several separated by
+    /// commas: replicas to balance over), `PARLEY_<NAME>_TIMEOUT_MS`,
     /// `PARLEY_<NAME>_BALANCE` (`single` or `dns`),
     /// `PARLEY_<NAME>_DNS_REFRESH_MS` and, for TLS, `PARLEY_<NAME>_TLS_CA`,
     /// `PARLEY_<NAME>_TLS_CERT`, `PARLEY_<NAME>_TLS_KEY`,
@@ -99,11 +100,10 @@ impl ClientConfig {
                 format!("{other:?}: expected single or dns"),
             ),
         }
-        if Endpoint::from_shared(config.endpoint.clone()).is_err() {
-            settings.problem(
-                &format!("{name}_endpoint"),
-                format!("{:?} is not a URI", config.endpoint),
-            );
+        for uri in endpoints(&config.endpoint) {
+            if Endpoint::from_shared(uri.to_owned()).is_err() {
+                settings.problem(&format!("{name}_endpoint"), format!("{uri:?} is not a URI"));
+            }
         }
         config
     }
@@ -137,11 +137,31 @@ pub enum ClientError {
 /// order) and reconnects after failures; with [`Balance::Dns`], one that
 /// keeps a connection to every address the name resolves to.
 pub fn connect_lazy(config: &ClientConfig) -> Result<TracedChannel, ClientError> {
-    let channel = match config.balance {
-        Balance::Single => endpoint(config, &config.endpoint)?.connect_lazy(),
-        Balance::Dns { refresh } => balanced(config, refresh)?,
+    let listed = endpoints(&config.endpoint);
+    let channel = if listed.len() > 1 {
+        // A fixed set of replicas: calls spread over them all.
+        let endpoints = listed
+            .iter()
+            .map(|uri| endpoint(config, uri))
+            .collect::<Result<Vec<_>, _>>()?;
+        Channel::balance_list(endpoints.into_iter())
+    } else {
+        match config.balance {
+            Balance::Single => endpoint(config, &config.endpoint)?.connect_lazy(),
+            Balance::Dns { refresh } => balanced(config, refresh)?,
+        }
     };
     Ok(ClientTraceLayer.layer(channel))
+}
+
+/// The endpoints a setting names: one URI, or several separated by commas
+/// (a fixed set of replicas, balanced).
+pub fn endpoints(setting: &str) -> Vec<&str> {
+    setting
+        .split(',')
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+        .collect()
 }
 
 /// The endpoint for `uri` with `config`'s timeouts, keep-alive and TLS.

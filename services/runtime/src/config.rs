@@ -181,6 +181,24 @@ impl<'a> Settings<'a> {
     }
 }
 
+/// Refuses to start on a configuration with problems, naming each setting
+/// by its environment variable: the check a crate's `run` makes on a
+/// configuration built in code (tests, `parley-local`) as well as from the
+/// environment.
+pub fn refuse_problems<N: AsRef<str>>(
+    problems: impl IntoIterator<Item = (N, String)>,
+) -> anyhow::Result<()> {
+    let lines: Vec<String> = problems
+        .into_iter()
+        .map(|(name, problem)| format!("{}: {problem}", Settings::env_name(name.as_ref())))
+        .collect();
+    if lines.is_empty() {
+        Ok(())
+    } else {
+        anyhow::bail!("invalid configuration: {}", lines.join("; "))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

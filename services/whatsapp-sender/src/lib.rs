@@ -30,19 +30,7 @@ pub async fn run(
     config: sender::SenderConfig,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let problems = config.problems();
-    if !problems.is_empty() {
-        let lines: Vec<String> = problems
-            .into_iter()
-            .map(|(name, problem)| {
-                format!(
-                    "{}: {problem}",
-                    parley_runtime::config::Settings::env_name(name)
-                )
-            })
-            .collect();
-        anyhow::bail!("invalid configuration: {}", lines.join("; "));
-    }
+    parley_runtime::config::refuse_problems(config.problems())?;
     let aws = match &config.aws {
         Some(aws) => aws.clone(),
         None => aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await,

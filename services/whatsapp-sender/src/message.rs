@@ -39,27 +39,7 @@ fn base(to: &Recipient, kind: &str, reply_to: &str) -> Value {
     message
 }
 
-/// WhatsApp's limits for interactive messages, in characters.
-pub mod limits {
-    /// Header and footer text.
-    pub const HEADER: usize = 60;
-    /// Body text.
-    pub const BODY: usize = 1_024;
-    /// A reply button's title, and a list's button label.
-    pub const BUTTON_TITLE: usize = 20;
-    /// Reply buttons in one message.
-    pub const BUTTONS: usize = 3;
-    /// A list row's title, and a section's title.
-    pub const ROW_TITLE: usize = 24;
-    /// A list row's description.
-    pub const ROW_DESCRIPTION: usize = 72;
-    /// Rows in a list, over all its sections.
-    pub const ROWS: usize = 10;
-    /// Sections in a list.
-    pub const SECTIONS: usize = 10;
-    /// A button or row id.
-    pub const ID: usize = 200;
-}
+pub use parley_proto::whatsapp::limits;
 
 fn within(field: &str, value: &str, min: usize, max: usize) -> Result<()> {
     let length = value.chars().count();
