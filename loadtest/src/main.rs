@@ -4,6 +4,7 @@
 
 use clap::{Parser, Subcommand};
 
+mod pipeline;
 mod session;
 mod transcoder;
 mod transcriber;
@@ -31,6 +32,11 @@ enum Command {
     /// straight to the Transcribe emulator (streams per second and the
     /// latency the service adds), plus real-time pacing as the AWS sample.
     Transcriber(transcriber::Options),
+    /// The whole bridge end to end (locally, or a deployed one): texts,
+    /// bursts, media, voice notes and two-way conversations, closed or open
+    /// loop, every message checked; with the AWS sample's approach side by
+    /// side on the same voice notes (`--baseline`).
+    Pipeline(Box<pipeline::Options>),
 }
 
 /// The `p` quantile (0..=1) of sorted latencies, in milliseconds.
@@ -43,5 +49,6 @@ fn main() -> anyhow::Result<()> {
         Command::Transcoder(options) => transcoder::run(options),
         Command::Session(options) => session::run(options),
         Command::Transcriber(options) => transcriber::run(options),
+        Command::Pipeline(options) => pipeline::run(*options),
     }
 }

@@ -164,7 +164,7 @@ fn in_process(ogg: &[u8], reps: usize) -> anyhow::Result<(f64, f64)> {
 }
 
 /// CPU time of this process's finished children (user + system).
-fn children_cpu() -> Duration {
+pub(crate) fn children_cpu() -> Duration {
     use nix::sys::resource::{UsageWho, getrusage};
     let Ok(usage) = getrusage(UsageWho::RUSAGE_CHILDREN) else {
         return Duration::ZERO;

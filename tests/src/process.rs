@@ -3,22 +3,28 @@
 
 use std::path::PathBuf;
 
-/// Path of a workspace binary built alongside the tests
-/// (`target/<profile>/<name>`).
+/// Path of a workspace binary built alongside the caller: beside it
+/// (`target/<profile>/<name>`, for binaries such as `parley-loadtest`), or
+/// one folder up from a test (`target/<profile>/deps/<test>`);
+/// `PARLEY_BIN_DIR` overrides both.
 pub fn binary(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable path");
-    // target/<profile>/deps/<test> → target/<profile>/<name>
-    let path = exe
-        .parent()
-        .and_then(|deps| deps.parent())
+    if let Some(dir) = std::env::var_os("PARLEY_BIN_DIR") {
+        return PathBuf::from(dir).join(name);
+    }
+    let exe = std::env::current_exe().expect("executable path");
+    let candidates: Vec<PathBuf> = exe
+        .ancestors()
+        .skip(1)
+        .take(2)
         .map(|dir| dir.join(name))
-        .expect("target directory");
+        .collect();
+    let found = candidates.iter().find(|path| path.exists());
     assert!(
-        path.exists(),
-        "{} is missing: run the tests with `cargo test --workspace` so it is built",
-        path.display()
+        found.is_some(),
+        "{name} is missing beside {}: build it with `cargo test --workspace` (tests) or `cargo build --profile local --bins` (parley-local, the load test)",
+        exe.display()
     );
-    path
+    found.cloned().unwrap_or_default()
 }
 
 /// A free loopback port (bound, then released).

@@ -239,6 +239,7 @@ pub struct StackBuilder {
     gateway: Vec<SharedTweak<GatewayConfig>>,
     routing: String,
     replicas: usize,
+    service_replicas: BTreeMap<Component, usize>,
     feed: Feed,
     capture_logs: bool,
     data_dir: Option<PathBuf>,
@@ -318,6 +319,7 @@ impl StackBuilder {
             gateway: Vec::new(),
             routing: default_routing(),
             replicas: 1,
+            service_replicas: BTreeMap::new(),
             feed: Feed::Http,
             capture_logs: false,
             data_dir: None,
@@ -362,6 +364,14 @@ impl StackBuilder {
     /// How many gateway replicas run (default 1).
     pub fn gateway_replicas(mut self, replicas: usize) -> Self {
         self.replicas = replicas.max(1);
+        self
+    }
+
+    /// Runs `replicas` processes of service `component` (processes mode
+    /// only); the gateway is given all their addresses, comma-separated,
+    /// and balances its calls across them.
+    pub fn service_replicas(mut self, component: Component, replicas: usize) -> Self {
+        self.service_replicas.insert(component, replicas.max(1));
         self
     }
 
@@ -567,6 +577,7 @@ impl StackBuilder {
             stop,
             tasks: Vec::new(),
             children: Mutex::new(BTreeMap::new()),
+            extra_replicas: Mutex::new(Vec::new()),
             store: self.store.clone(),
             s3_endpoint: s3_endpoint.clone(),
             capture_logs: self.capture_logs,
@@ -619,13 +630,31 @@ impl StackBuilder {
                 }
                 Mode::Processes => {
                     drop(listener);
-                    let child = stack.spawn_process(component, address)?;
+                    let child = stack.spawn_process(component, address, component.binary())?;
                     stack.children().insert(component, child);
                 }
             }
             stack.addresses.insert(component, address);
+            let replicas = self.service_replicas.get(&component).copied().unwrap_or(1);
+            if replicas > 1 {
+                anyhow::ensure!(
+                    self.mode == Mode::Processes,
+                    "service replicas run as processes only"
+                );
+                for replica in 1..replicas {
+                    let address = SocketAddr::new(self.host, crate::process::free_port());
+                    let name = format!("{}-{replica}", component.binary());
+                    let child = stack.spawn_process(component, address, &name)?;
+                    stack.extra_replicas().push((component, address, child));
+                }
+            }
         }
-        for (component, address) in &stack.addresses {
+        let extra: Vec<(Component, SocketAddr)> = stack
+            .extra_replicas()
+            .iter()
+            .map(|(component, address, _)| (*component, *address))
+            .collect();
+        for (component, address) in stack.addresses.iter().map(|(c, a)| (*c, *a)).chain(extra) {
             let endpoint = format!("http://{address}");
             anyhow::ensure!(
                 crate::process::wait_until_serving(&endpoint, component.grpc_service()).await,
@@ -719,6 +748,9 @@ pub struct Stack {
     stop: watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<anyhow::Result<()>>>,
     children: Mutex<BTreeMap<Component, Child>>,
+    /// Replicas beyond the first of a service (processes mode): address
+    /// and process, by component.
+    extra_replicas: Mutex<Vec<(Component, SocketAddr, Child)>>,
     store: SessionStore,
     s3_endpoint: String,
     capture_logs: bool,
@@ -738,8 +770,13 @@ impl Drop for Stack {
         let _ = self.stop.send(true);
         let mut children = self.children.lock().unwrap_or_else(|e| e.into_inner());
         let mut gateways = self.gateways.lock().unwrap_or_else(|e| e.into_inner());
+        let mut extra = self
+            .extra_replicas
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         for child in children
             .values_mut()
+            .chain(extra.iter_mut().map(|(_, _, child)| child))
             .chain(gateways.iter_mut().filter_map(|g| g.child.as_mut()))
         {
             let _ = child.kill();
@@ -842,6 +879,51 @@ impl Stack {
 
     fn children(&self) -> std::sync::MutexGuard<'_, BTreeMap<Component, Child>> {
         self.children.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn extra_replicas(&self) -> std::sync::MutexGuard<'_, Vec<(Component, SocketAddr, Child)>> {
+        self.extra_replicas
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Every address of service `component`: the first replica's, then
+    /// the others'.
+    pub fn replica_addresses(&self, component: Component) -> Vec<SocketAddr> {
+        self.addresses
+            .get(&component)
+            .copied()
+            .into_iter()
+            .chain(
+                self.extra_replicas()
+                    .iter()
+                    .filter(|(c, _, _)| *c == component)
+                    .map(|(_, address, _)| *address),
+            )
+            .collect()
+    }
+
+    /// Every process the stack runs (processes mode), by its log name
+    /// (`parley-transcoder`, `parley-transcoder-1`, `parley-gateway-0`, …),
+    /// with its process id: what a load test reads CPU and memory of.
+    pub fn process_ids(&self) -> Vec<(String, u32)> {
+        let mut ids: Vec<(String, u32)> = self
+            .children()
+            .iter()
+            .map(|(component, child)| (component.binary().to_owned(), child.id()))
+            .collect();
+        let mut replica_numbers: BTreeMap<Component, usize> = BTreeMap::new();
+        for (component, _, child) in self.extra_replicas().iter() {
+            let number = replica_numbers.entry(*component).or_insert(0);
+            *number += 1;
+            ids.push((format!("{}-{number}", component.binary()), child.id()));
+        }
+        for (index, replica) in self.gateways().iter().enumerate() {
+            if let Some(child) = &replica.child {
+                ids.push((format!("parley-gateway-{index}"), child.id()));
+            }
+        }
+        ids
     }
 
     /// Where the gateway's dead letters go when fed over HTTP.
@@ -954,11 +1036,14 @@ impl Stack {
     /// The configuration of gateway replica `index` in this process.
     fn gateway_config(&self) -> GatewayConfig {
         let mut config = GatewayConfig::local();
+        // Several replicas: a comma-separated list the client balances over.
         let endpoint = |component: Component| {
             ClientConfig::new(
-                self.addresses
-                    .get(&component)
-                    .map_or_else(String::new, |a| format!("http://{a}")),
+                self.replica_addresses(component)
+                    .iter()
+                    .map(|a| format!("http://{a}"))
+                    .collect::<Vec<_>>()
+                    .join(","),
             )
         };
         config.session = endpoint(Component::Session);
@@ -1257,7 +1342,7 @@ impl Stack {
     pub async fn start_service(&self, component: Component) -> anyhow::Result<()> {
         self.kill_service(component);
         let address = self.address(component);
-        let child = self.spawn_process(component, address)?;
+        let child = self.spawn_process(component, address, component.binary())?;
         self.children().insert(component, child);
         anyhow::ensure!(
             crate::process::wait_until_serving(
@@ -1323,7 +1408,14 @@ impl Stack {
         Ok(Stdio::from(file))
     }
 
-    fn spawn_process(&self, component: Component, address: SocketAddr) -> anyhow::Result<Child> {
+    /// Starts service `component` as a process on `address`; `name` names
+    /// its log file and metrics address.
+    fn spawn_process(
+        &self,
+        component: Component,
+        address: SocketAddr,
+        name: &str,
+    ) -> anyhow::Result<Child> {
         let (store, s3_endpoint, env) = (
             &self.store,
             self.s3_endpoint.as_str(),
@@ -1338,13 +1430,10 @@ impl Stack {
             .env("AWS_ACCESS_KEY_ID", "test")
             .env("AWS_SECRET_ACCESS_KEY", "test")
             .env("AWS_ENDPOINT_URL", &self.sandbox.endpoint)
-            .env(
-                "PARLEY_METRICS_LISTEN",
-                self.metrics_for(component.binary()).to_string(),
-            )
+            .env("PARLEY_METRICS_LISTEN", self.metrics_for(name).to_string())
             .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
             .stdout(Stdio::null())
-            .stderr(self.stderr_for(component.binary())?);
+            .stderr(self.stderr_for(name)?);
         if self.capture_logs {
             command
                 .env("PARLEY_LOG_FORMAT", "json")

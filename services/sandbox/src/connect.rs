@@ -123,6 +123,10 @@ async fn start_chat_contact(
         transcript: Vec::new(),
         supported_content_types: request.supported_messaging_content_types,
     };
+    let initial_text = request
+        .initial_message
+        .as_ref()
+        .map(|message| message.content.clone());
     if let Some(message) = request.initial_message {
         contact.transcript.push(crate::state::ChatItem {
             id: new_id(),
@@ -134,6 +138,15 @@ async fn start_chat_contact(
         });
     }
     let participant_token = sandbox.add_contact(contact);
+    if let Some(text) = initial_text {
+        sandbox.observe(
+            crate::state::ObservedKind::AgentMessage,
+            &contact_id,
+            "",
+            &text,
+            0,
+        );
+    }
     let response = json!({
         "ContactId": contact_id,
         "ParticipantId": participant_id,

@@ -22,6 +22,7 @@ pub fn routes() -> Router<Arc<Sandbox>> {
     Router::new()
         .route("/_sandbox/contacts/{id}", get(contact))
         .route("/_sandbox/calls", get(calls))
+        .route("/_sandbox/observed", get(observed))
         .route("/_sandbox/whatsapp/sent", get(whatsapp_sent))
         .route("/_sandbox/throttle", post(throttle))
         .route("/_sandbox/expire-connections", post(expire))
@@ -58,6 +59,28 @@ async fn contact(
 
 async fn calls(State(sandbox): State<Arc<Sandbox>>) -> Json<Value> {
     Json(json!(sandbox.calls()))
+}
+
+#[derive(Deserialize)]
+struct ObservedQuery {
+    /// Sequence number already seen (0: from the start).
+    #[serde(default)]
+    after: u64,
+    /// Most observations to return.
+    #[serde(default = "observed_page")]
+    limit: usize,
+}
+
+fn observed_page() -> usize {
+    1000
+}
+
+/// The observation log after `after`, at most `limit` (≤ 10 000) entries.
+async fn observed(
+    State(sandbox): State<Arc<Sandbox>>,
+    axum::extract::Query(query): axum::extract::Query<ObservedQuery>,
+) -> Json<Value> {
+    Json(json!({ "observations": sandbox.observed(query.after, query.limit.min(10_000)) }))
 }
 
 #[derive(Deserialize)]

@@ -107,50 +107,10 @@ impl Sandbox {
         id
     }
 
-    /// The EUM SNS `Message` for a webhook `value`, as EUM publishes it.
-    pub fn eum_message(&self, mut value: Value) -> Value {
-        let number = self
-            .config
-            .whatsapp_numbers
-            .iter()
-            .find(|n| {
-                value
-                    .pointer("/metadata/phone_number_id")
-                    .and_then(Value::as_str)
-                    == Some(&n.meta_id)
-            })
-            .or_else(|| self.config.whatsapp_numbers.first())
-            .cloned()
-            .unwrap_or_default();
-        if value.get("messaging_product").is_none() {
-            value["messaging_product"] = json!("whatsapp");
-        }
-        if value.get("metadata").is_none() {
-            value["metadata"] = json!({
-                "display_phone_number": number.display_number,
-                "phone_number_id": number.meta_id,
-            });
-        }
-        let entry = json!({
-            "id": number.waba_id,
-            "changes": [{ "value": value, "field": "messages" }],
-        });
-        json!({
-            "context": {
-                "MetaWabaIds": [{
-                    "wabaId": number.waba_id,
-                    "arn": format!("arn:aws:social-messaging:us-east-1:{ACCOUNT_ID}:waba/{}", new_id().replace('-', "")),
-                }],
-                "MetaPhoneNumberIds": [{
-                    "metaPhoneNumberId": number.meta_id,
-                    "arn": number.arn(),
-                }],
-            },
-            "whatsAppWebhookEntry": entry.to_string(),
-            "aws_account_id": ACCOUNT_ID,
-            "message_timestamp": crate::aws::iso8601(now_ms()),
-            "messageId": new_id(),
-        })
+    /// The EUM SNS `Message` for a webhook `value`, as EUM publishes it
+    /// for one of this sandbox's numbers.
+    pub fn eum_message(&self, value: Value) -> Value {
+        eum_message(&self.config.whatsapp_numbers, value)
     }
 
     /// Publishes an EUM message to the inbound topic; the SNS message id.
@@ -216,6 +176,52 @@ async fn inbound(State(sandbox): State<Arc<Sandbox>>, body: Bytes) -> AwsResult<
 
 async fn contacts(State(sandbox): State<Arc<Sandbox>>) -> Json<Value> {
     Json(json!({ "contacts": sandbox.contacts() }))
+}
+
+/// The EUM SNS `Message` for a webhook `value`, as EUM publishes it: the
+/// number the value names (by Meta id) among `numbers`, else the first.
+/// Load generators that feed a queue directly build their messages here.
+pub fn eum_message(numbers: &[WhatsAppNumber], mut value: Value) -> Value {
+    let number = numbers
+        .iter()
+        .find(|n| {
+            value
+                .pointer("/metadata/phone_number_id")
+                .and_then(Value::as_str)
+                == Some(&n.meta_id)
+        })
+        .or_else(|| numbers.first())
+        .cloned()
+        .unwrap_or_default();
+    if value.get("messaging_product").is_none() {
+        value["messaging_product"] = json!("whatsapp");
+    }
+    if value.get("metadata").is_none() {
+        value["metadata"] = json!({
+            "display_phone_number": number.display_number,
+            "phone_number_id": number.meta_id,
+        });
+    }
+    let entry = json!({
+        "id": number.waba_id,
+        "changes": [{ "value": value, "field": "messages" }],
+    });
+    json!({
+        "context": {
+            "MetaWabaIds": [{
+                "wabaId": number.waba_id,
+                "arn": format!("arn:aws:social-messaging:us-east-1:{ACCOUNT_ID}:waba/{}", new_id().replace('-', "")),
+            }],
+            "MetaPhoneNumberIds": [{
+                "metaPhoneNumberId": number.meta_id,
+                "arn": number.arn(),
+            }],
+        },
+        "whatsAppWebhookEntry": entry.to_string(),
+        "aws_account_id": ACCOUNT_ID,
+        "message_timestamp": crate::aws::iso8601(now_ms()),
+        "messageId": new_id(),
+    })
 }
 
 /// A webhook `value` with one text message from `customer`.

@@ -415,7 +415,13 @@ async fn complete_attachment_upload(
         if attachment.completed {
             continue; // a retried completion: already in the chat
         }
-        sandbox.update_attachment(id, |a| a.completed = true)?;
+        let retain = sandbox.config.retain_payloads;
+        sandbox.update_attachment(id, |a| {
+            a.completed = true;
+            if !retain {
+                a.bytes = None;
+            }
+        })?;
         let item = sandbox.record(
             &contact_id,
             "ATTACHMENT",

@@ -45,6 +45,10 @@ pub struct SandboxConfig {
     /// Connect instances that exist; empty: any instance id is accepted.
     /// StartChatContact on another answers ResourceNotFoundException.
     pub known_instances: Vec<String>,
+    /// Keep attachment bytes and transcription audio (tests inspect them);
+    /// off for long load tests, where only sizes and the observation log
+    /// are needed and the bytes would grow without bound.
+    pub retain_payloads: bool,
 }
 
 impl Default for SandboxConfig {
@@ -60,6 +64,7 @@ impl Default for SandboxConfig {
                 crate::sns::ACCOUNT_ID
             ),
             known_instances: Vec::new(),
+            retain_payloads: true,
         }
     }
 }
@@ -195,6 +200,40 @@ struct World {
     transcribe_failure: Option<TranscribeFailure>,
     transcriptions_open: usize,
     transcriptions_peak: usize,
+    observations: Vec<Observation>,
+}
+
+/// What the sandbox has seen arrive, as the agent or the customer would
+/// see it: the log a load test measures arrival, order and content
+/// against (`GET /_sandbox/observed?after=N`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Observation {
+    /// Position in the log, from 1.
+    pub seq: u64,
+    /// When the sandbox saw it, epoch microseconds.
+    pub at_us: i64,
+    /// What arrived.
+    pub kind: ObservedKind,
+    /// The contact it arrived on (agent side); empty for WhatsApp sends.
+    pub contact_id: String,
+    /// The customer a WhatsApp message went to; empty on the agent side.
+    pub to: String,
+    /// The text of a message, or an attachment's file name.
+    pub content: String,
+    /// An attachment's size in bytes; 0 otherwise.
+    pub size: u64,
+}
+
+/// Kinds of [`Observation`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ObservedKind {
+    /// A customer's message, visible to the agent in the chat.
+    AgentMessage,
+    /// A customer's attachment, completed and visible to the agent.
+    AgentAttachment,
+    /// A WhatsApp message sent to the customer.
+    CustomerWhatsApp,
 }
 
 /// What a Transcribe Streaming request asked for.
@@ -489,7 +528,59 @@ impl Sandbox {
             at_ms: now_ms(),
         };
         self.update_contact(contact_id, |c| c.transcript.push(item.clone()))?;
+        if role == "CUSTOMER" {
+            match kind {
+                "MESSAGE" => self.observe(ObservedKind::AgentMessage, contact_id, "", content, 0),
+                "ATTACHMENT" => {
+                    let (name, size) = self
+                        .world()
+                        .attachments
+                        .get(content)
+                        .map(|a| (a.name.clone(), a.size))
+                        .unwrap_or_default();
+                    self.observe(ObservedKind::AgentAttachment, contact_id, "", &name, size);
+                }
+                _ => {}
+            }
+        }
         Ok(item)
+    }
+
+    /// Appends to the observation log.
+    pub(crate) fn observe(
+        &self,
+        kind: ObservedKind,
+        contact_id: &str,
+        to: &str,
+        content: &str,
+        size: u64,
+    ) {
+        let mut world = self.world();
+        let seq = world.observations.len() as u64 + 1;
+        world.observations.push(Observation {
+            seq,
+            at_us: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX)),
+            kind,
+            contact_id: contact_id.to_owned(),
+            to: to.to_owned(),
+            content: content.to_owned(),
+            size,
+        });
+    }
+
+    /// Up to `limit` observations after sequence number `after`, in order.
+    pub fn observed(&self, after: u64, limit: usize) -> Vec<Observation> {
+        let world = self.world();
+        let start = usize::try_from(after)
+            .unwrap_or(usize::MAX)
+            .min(world.observations.len());
+        world.observations[start..]
+            .iter()
+            .take(limit)
+            .cloned()
+            .collect()
     }
 
     /// The S3 client media moves through, if configured.
@@ -509,6 +600,15 @@ impl Sandbox {
 
     /// Records a WhatsApp message as sent.
     pub fn record_whatsapp(&self, origination: &str, message_id: &str, message: serde_json::Value) {
+        let to = message
+            .get("to")
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or_default();
+        let text = message
+            .pointer("/text/body")
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or_default();
+        self.observe(ObservedKind::CustomerWhatsApp, "", to, text, 0);
         self.world().whatsapp_sent.push(SentWhatsApp {
             message_id: message_id.to_owned(),
             origination: origination.to_owned(),
@@ -533,6 +633,9 @@ impl Sandbox {
 
     /// Records the audio of one event of stream `index`.
     pub fn transcription_audio(&self, index: usize, audio: &[u8]) {
+        if !self.config.retain_payloads {
+            return;
+        }
         if let Some(request) = self.world().transcription_requests.get_mut(index) {
             request.audio_events.push(audio.to_vec());
         }
@@ -628,4 +731,33 @@ pub fn check_attachment(name: &str, size: u64) -> AwsResult<()> {
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_observation_log_pages_in_order_from_a_sequence_number() {
+        let sandbox = Sandbox::new(SandboxConfig::default());
+        for n in 0..5 {
+            sandbox.record_whatsapp(
+                "number",
+                &format!("m{n}"),
+                serde_json::json!({ "to": "447700900001", "type": "text", "text": { "body": format!("hello {n}") } }),
+            );
+        }
+        let first = sandbox.observed(0, 2);
+        assert_eq!(first.iter().map(|o| o.seq).collect::<Vec<_>>(), vec![1, 2]);
+        assert_eq!(first[0].kind, ObservedKind::CustomerWhatsApp);
+        assert_eq!(first[0].to, "447700900001");
+        assert_eq!(first[1].content, "hello 1");
+        let rest = sandbox.observed(2, 100);
+        assert_eq!(
+            rest.iter().map(|o| o.content.as_str()).collect::<Vec<_>>(),
+            vec!["hello 2", "hello 3", "hello 4"]
+        );
+        assert!(sandbox.observed(5, 10).is_empty());
+        assert!(sandbox.observed(u64::MAX, 10).is_empty());
+    }
 }
