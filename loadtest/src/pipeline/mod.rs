@@ -779,7 +779,16 @@ async fn run_async(options: Options) -> anyhow::Result<()> {
             Step {
                 offered: *offered,
                 sent,
-                arrived_per_s: mine.len() as f64 / options.duration,
+                // Over the time they took to arrive, not the step's length:
+                // past the knee the step's messages arrive long after it.
+                arrived_per_s: mine.len() as f64
+                    / (mine
+                        .iter()
+                        .map(|a| a.at_us)
+                        .max()
+                        .map_or(0, |last| last - from) as f64
+                        / 1e6)
+                        .max(options.duration),
                 latency: report::percentiles(mine.iter().map(|a| a.latency_us)),
             }
         })

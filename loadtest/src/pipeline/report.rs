@@ -72,7 +72,8 @@ pub struct Step {
     pub offered: f64,
     /// Messages published in the step.
     pub sent: u64,
-    /// Arrivals of messages sent in the step (any piece), per second.
+    /// Arrivals of the step's messages per second, over the time from
+    /// the step's start to the last of them.
     pub arrived_per_s: f64,
     /// Latency of what was sent in the step.
     pub latency: Option<Percentiles>,
