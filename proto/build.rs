@@ -5,7 +5,10 @@
 use std::{env, fs, path::PathBuf};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    // Read at run time, not with `env!`: a build script compiled in one
+    // checkout and reused from a shared target dir by another must look in
+    // the checkout that is building now.
+    let root = PathBuf::from(env::var("CARGO_MANIFEST_DIR")?);
     let mut protos = Vec::new();
     collect_protos(&root.join("parley"), &mut protos)?;
     protos.sort();
