@@ -38,23 +38,31 @@ pub fn free_port() -> u16 {
 /// Waits (up to 5 s) until the gRPC server at `endpoint` reports `service`
 /// SERVING; `false` if it never does.
 pub async fn wait_until_serving(endpoint: &str, service: &str) -> bool {
-    use tonic_health::pb::{
-        HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
-    };
     for _ in 0..100 {
-        if let Ok(channel) = tonic::transport::Channel::from_shared(endpoint.to_owned())
-            .expect("a valid endpoint")
-            .connect()
-            .await
-            && let Ok(response) = HealthClient::new(channel)
-                .check(HealthCheckRequest {
-                    service: service.into(),
-                })
-                .await
-        {
-            return response.into_inner().status() == ServingStatus::Serving;
+        if let Some(serving) = health(endpoint, service).await {
+            return serving;
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     false
+}
+
+/// One health check of `service` at `endpoint`: `None` while nothing
+/// answers, else whether it reports SERVING.
+pub async fn health(endpoint: &str, service: &str) -> Option<bool> {
+    use tonic_health::pb::{
+        HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+    };
+    let channel = tonic::transport::Channel::from_shared(endpoint.to_owned())
+        .ok()?
+        .connect()
+        .await
+        .ok()?;
+    let response = HealthClient::new(channel)
+        .check(HealthCheckRequest {
+            service: service.into(),
+        })
+        .await
+        .ok()?;
+    Some(response.into_inner().status() == ServingStatus::Serving)
 }

@@ -599,6 +599,7 @@ impl StackBuilder {
                 routing: self.routing.clone(),
                 mode: self.mode,
                 env: self.env.clone(),
+                first_port: self.gateway_port,
             },
         };
 
@@ -615,7 +616,7 @@ impl StackBuilder {
         };
         for component in components {
             let listener = parley_runtime::service::bind(SocketAddr::new(self.host, 0)).await?;
-            let address = listener.local_addr()?;
+            let mut address = listener.local_addr()?;
             match self.mode {
                 Mode::InProcess => {
                     let task = stack.spawn_in_process(
@@ -630,7 +631,10 @@ impl StackBuilder {
                 }
                 Mode::Processes => {
                     drop(listener);
-                    let child = stack.spawn_process(component, address, component.binary())?;
+                    let (bound, child) = stack
+                        .spawn_service(component, address, component.binary())
+                        .await?;
+                    address = bound;
                     stack.children().insert(component, child);
                 }
             }
@@ -644,7 +648,7 @@ impl StackBuilder {
                 for replica in 1..replicas {
                     let address = SocketAddr::new(self.host, crate::process::free_port());
                     let name = format!("{}-{replica}", component.binary());
-                    let child = stack.spawn_process(component, address, &name)?;
+                    let (address, child) = stack.spawn_service(component, address, &name).await?;
                     stack.extra_replicas().push((component, address, child));
                 }
             }
@@ -707,6 +711,15 @@ struct GatewaySetup {
     routing: String,
     mode: Mode,
     env: Vec<(String, String)>,
+    /// The first replica's port, when the user chose it (0: any).
+    first_port: u16,
+}
+
+impl GatewaySetup {
+    /// Whether replica `index` must keep the port it was given.
+    fn fixed_port(&self, index: usize) -> bool {
+        index == 0 && self.first_port != 0
+    }
 }
 
 /// One gateway replica: in-process (a task) or a process (a child).
@@ -904,7 +917,8 @@ impl Stack {
     }
 
     /// Every process the stack runs (processes mode), by its log name
-    /// (`parley-transcoder`, `parley-transcoder-1`, `parley-gateway-0`, …),
+    /// (`parley-transcoder`, `parley-transcoder-1`, `parley-gateway-0`, …,
+    /// `moto`),
     /// with its process id: what a load test reads CPU and memory of.
     pub fn process_ids(&self) -> Vec<(String, u32)> {
         let mut ids: Vec<(String, u32)> = self
@@ -922,6 +936,11 @@ impl Stack {
             if let Some(child) = &replica.child {
                 ids.push((format!("parley-gateway-{index}"), child.id()));
             }
+        }
+        // moto plays DynamoDB/S3/SQS/SNS in one Python process: often the
+        // first thing to saturate on the SQS path.
+        if let Some(moto) = &self.moto {
+            ids.push(("moto".to_owned(), moto.process_id()));
         }
         ids
     }
@@ -1116,12 +1135,29 @@ impl Stack {
                 ));
                 self.gateways()[index].task = Some(task);
             }
-            Mode::Processes => {
+            Mode::Processes if listener.is_some() && !self.gateway_setup.fixed_port(index) => {
+                // First start on a port picked for it: any free port will do.
                 drop(listener);
+                let name = format!("parley-gateway-{index}");
+                let (bound, child) = self
+                    .spawn_until_listening(
+                        &name,
+                        address,
+                        |address| self.spawn_gateway_process(index, address, &config, env),
+                        async |address| http_ok(&format!("http://{address}/health")).await,
+                    )
+                    .await?;
+                let mut gateways = self.gateways();
+                gateways[index].address = bound;
+                gateways[index].child = Some(child);
+            }
+            Mode::Processes => {
+                // A restart keeps its address (feeds and tests know it).
                 let child = self.spawn_gateway_process(index, address, &config, env)?;
                 self.gateways()[index].child = Some(child);
             }
         }
+        let address = self.gateways()[index].address;
         anyhow::ensure!(
             wait_until_http_ok(&format!("http://{address}/health")).await,
             "gateway {index} did not become healthy at {address}"
@@ -1408,6 +1444,73 @@ impl Stack {
         Ok(Stdio::from(file))
     }
 
+    /// Starts service `component` as a process (on `address`, or a fresh
+    /// port if that one is taken) and waits until it serves; `name` names
+    /// its log file and metrics address.
+    async fn spawn_service(
+        &self,
+        component: Component,
+        address: SocketAddr,
+        name: &str,
+    ) -> anyhow::Result<(SocketAddr, Child)> {
+        self.spawn_until_listening(
+            name,
+            address,
+            |address| self.spawn_process(component, address, name),
+            async |address| {
+                crate::process::health(&format!("http://{address}"), component.grpc_service()).await
+                    == Some(true)
+            },
+        )
+        .await
+    }
+
+    /// Spawns a process that listens on an address it is given and waits
+    /// until `ready` says it answers there. Free ports are found by
+    /// binding and releasing, so another socket (an outgoing connection
+    /// takes its port from the same range) can take one before the child
+    /// binds it; a child that exits before it is ready is started again on
+    /// fresh ports (listener and metrics), up to three times.
+    async fn spawn_until_listening(
+        &self,
+        name: &str,
+        mut address: SocketAddr,
+        spawn: impl Fn(SocketAddr) -> anyhow::Result<Child>,
+        ready: impl AsyncFn(SocketAddr) -> bool,
+    ) -> anyhow::Result<(SocketAddr, Child)> {
+        const ATTEMPTS: usize = 3;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let mut child = spawn(address)?;
+            let mut exited = None;
+            for _ in 0..200 {
+                if let Some(status) = child.try_wait()? {
+                    exited = Some(status);
+                    break;
+                }
+                if ready(address).await {
+                    return Ok((address, child));
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            let Some(status) = exited else {
+                let _ = child.kill();
+                let _ = child.wait();
+                anyhow::bail!("{name} did not become ready at {address} within 10 s");
+            };
+            anyhow::ensure!(
+                attempt < ATTEMPTS,
+                "{name} exited ({status}) before it was ready, {ATTEMPTS} times; see its log"
+            );
+            self.metrics
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(name);
+            address = SocketAddr::new(address.ip(), crate::process::free_port());
+        }
+    }
+
     /// Starts service `component` as a process on `address`; `name` names
     /// its log file and metrics address.
     fn spawn_process(
@@ -1507,16 +1610,20 @@ async fn rebind(address: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> 
 
 /// Polls `url` until it answers 200 (up to 10 s).
 pub async fn wait_until_http_ok(url: &str) -> bool {
-    let client = reqwest::Client::new();
     for _ in 0..200 {
-        if let Ok(response) = client.get(url).send().await
-            && response.status().is_success()
-        {
+        if http_ok(url).await {
             return true;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     false
+}
+
+/// Whether `url` answers 200 now.
+async fn http_ok(url: &str) -> bool {
+    reqwest::get(url)
+        .await
+        .is_ok_and(|response| response.status().is_success())
 }
 
 /// A short unique suffix (table names must differ between stacks).

@@ -8,8 +8,11 @@
 //! pass their condition and one write is lost. DynamoDB makes every
 //! single-item write atomic, and Parley relies on that. So when moto's own
 //! Python is at hand (a venv), the server is started through a small
-//! launcher that handles one request at a time (connections stay
-//! concurrent); tests then see DynamoDB's per-item atomicity.
+//! launcher that handles one DynamoDB request at a time (connections stay
+//! concurrent); tests then see DynamoDB's per-item atomicity. Only
+//! DynamoDB is serialised: an SQS `ReceiveMessage` long poll holding the
+//! lock would keep every `SendMessage` out for the whole wait (that once
+//! capped the load test's SQS feed at ~7 messages/s).
 
 use std::{
     net::TcpStream,
@@ -18,8 +21,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-/// Runs `moto.server.main` with the WSGI application wrapped so requests
-/// are handled one at a time (see the module docs for why).
+/// Runs `moto.server.main` with the WSGI application wrapped so DynamoDB
+/// requests are handled one at a time (see the module docs for why).
 const SERIAL_LAUNCHER: &str = r#"
 import sys, threading
 import moto.server as server
@@ -36,6 +39,8 @@ class Serial:
         else:
             setattr(self.app, name, value)
     def __call__(self, environ, start_response):
+        if not environ.get("HTTP_X_AMZ_TARGET", "").startswith("DynamoDB"):
+            return self.app(environ, start_response)
         with lock:
             return list(self.app(environ, start_response))
 server.DomainDispatcherApplication = Serial
@@ -47,6 +52,13 @@ pub struct Moto {
     child: Child,
     /// `http://127.0.0.1:<port>`.
     pub endpoint: String,
+}
+
+impl Moto {
+    /// The server's process id (for CPU and memory readings).
+    pub fn process_id(&self) -> u32 {
+        self.child.id()
+    }
 }
 
 impl Drop for Moto {
