@@ -11,7 +11,7 @@
 use std::time::Duration;
 
 use parley_local::{
-    Component, SessionStore, Stack,
+    Component, SessionStore, Stack, StackBuilder,
     conversation::{customer_texts, eventually, whatsapp_text},
 };
 
@@ -33,8 +33,12 @@ const CRASH_POINTS: [(&str, bool); 8] = [
 ];
 
 async fn stack() -> Stack {
+    stack_with(|builder| builder).await
+}
+
+async fn stack_with(tweak: impl FnOnce(StackBuilder) -> StackBuilder) -> Stack {
     let data = tempfile::tempdir().unwrap().keep();
-    Stack::builder()
+    tweak(Stack::builder())
         .bridge()
         .processes()
         .session_store(SessionStore::File(data.join("session.db")))
@@ -203,6 +207,66 @@ async fn agent_messages_survive_a_gateway_killed_at_every_step() {
         let texts: Vec<String> = stack.whatsapp_to(phone).iter().map(whatsapp_text).collect();
         assert_eq!(texts, got, "killed at {point}: nothing more arrived");
         assert_eq!(texts, expected, "killed at {point}: each once, in order");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_greeting_from_before_streaming_survives_a_gateway_killed_as_the_chat_opens() {
+    // The flow's greeting is only in the transcript (Connect streams what
+    // comes after StartContactStreaming); the gateway buffers it before it
+    // stores the chat. Killed right after that, or after the chat was
+    // stored, the customer still gets it once and the agent the text once.
+    let greeting = "Welcome! An agent will be with you shortly.";
+    let stack = stack_with(|builder| {
+        builder
+            .sandbox_config(move |config| config.flow_greeting = Some(greeting.into()))
+            .gateway_config(|config| config.chat_creation_lease = Duration::from_secs(3))
+    })
+    .await;
+    for (index, point) in ["deliver:earlier-buffered", "deliver:chat-opened"]
+        .into_iter()
+        .enumerate()
+    {
+        let phone = format!("1415555043{index}");
+        let customer = stack.customer(&phone, "Greeted");
+        stack
+            .restart_gateway(0, &[("PARLEY_TEST_CRASH_AT", point)])
+            .await
+            .unwrap();
+        let text = format!("secret hello {index}");
+        customer.text(&text).await.unwrap();
+        assert!(
+            stack.wait_gateway_exit(0, Duration::from_secs(30)).await,
+            "the gateway reached {point} and died"
+        );
+        stack.restart_gateway(0, &[]).await.unwrap();
+        assert_eq!(lines_at_agent(&stack, &phone, 1).await, [text]);
+        let greeted = eventually(WAIT, || {
+            let texts: Vec<String> = stack
+                .whatsapp_to(&phone)
+                .iter()
+                .map(whatsapp_text)
+                .collect();
+            (!texts.is_empty()).then_some(texts)
+        })
+        .await
+        .unwrap_or_else(|| panic!("killed at {point}: the greeting never reached WhatsApp"));
+        assert!(
+            stack.settled(&phone, WAIT).await,
+            "killed at {point}: the buffers drain"
+        );
+        let texts: Vec<String> = stack
+            .whatsapp_to(&phone)
+            .iter()
+            .map(whatsapp_text)
+            .collect();
+        assert_eq!(texts, greeted, "killed at {point}: nothing more arrived");
+        assert_eq!(texts, [greeting], "killed at {point}: the greeting once");
+        assert_eq!(
+            stack.chats_of(&phone).len(),
+            1,
+            "killed at {point}: one chat"
+        );
     }
 }
 

@@ -119,6 +119,10 @@ pub struct GatewayConfig {
     pub ended_chat_grace: Duration,
     /// How long message ids (for dedupe) and links are kept.
     pub claim_ttl: Duration,
+    /// How long a replica opening a chat holds the conversation's creation
+    /// lease: a creation cut short (a crash) is taken over after it, so it
+    /// must outlast StartChat's slowest answer.
+    pub chat_creation_lease: Duration,
     /// AWS configuration (tests point it at the stand-ins); `None`: the
     /// default chain.
     pub aws: Option<aws_config::SdkConfig>,
@@ -144,6 +148,7 @@ impl GatewayConfig {
             unknown_chat_grace: Duration::from_secs(120),
             ended_chat_grace: Duration::from_secs(120),
             claim_ttl: Duration::from_secs(7 * 24 * 3600),
+            chat_creation_lease: Duration::from_secs(30),
             aws: None,
         }
     }
@@ -252,6 +257,8 @@ impl GatewayConfig {
                 .millis("unknown_chat_grace_ms", defaults.unknown_chat_grace),
             ended_chat_grace: settings.millis("ended_chat_grace_ms", defaults.ended_chat_grace),
             claim_ttl: settings.millis("claim_ttl_ms", defaults.claim_ttl),
+            chat_creation_lease: settings
+                .millis("chat_creation_lease_ms", defaults.chat_creation_lease),
             aws: None,
         };
         if let Some(origin) = &config.http.sns_trusted_cert_origin

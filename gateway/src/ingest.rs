@@ -27,7 +27,7 @@ use tracing::Instrument as _;
 use crate::{
     config::GatewayConfig,
     deliver::{chat, describe},
-    flush::{Wakeups, now_ms},
+    flush::Wakeups,
     keys,
     model::{AgentItem, Content, CustomerMessage, ItemKind, MediaKind, StatusKind},
     parse::{
@@ -136,25 +136,25 @@ pub struct Ingest {
     routing: LiveRouting,
     config: Arc<GatewayConfig>,
     inbound_wakeups: Wakeups,
-    outbound_wakeups: Wakeups,
+    agent_items: AgentItemBuffer,
 }
 
 impl Ingest {
-    /// An ingest stage over `services`, waking the flushers when a buffer
-    /// becomes due.
+    /// An ingest stage over `services`, waking the inbound flusher when a
+    /// buffer becomes due; agent items go through `agent_items`.
     pub fn new(
         services: Services,
         routing: LiveRouting,
         config: Arc<GatewayConfig>,
         inbound_wakeups: Wakeups,
-        outbound_wakeups: Wakeups,
+        agent_items: AgentItemBuffer,
     ) -> Self {
         Self {
             services,
             routing,
             config,
             inbound_wakeups,
-            outbound_wakeups,
+            agent_items,
         }
     }
 
@@ -306,17 +306,18 @@ impl Ingest {
             Ok(payload) => payload,
             Err(error) => return Outcome::reject(format!("message {}: {error}", raw.wamid)),
         };
-        let appended = self
-            .append_once(
-                MessageOrigin::Whatsapp,
-                &message.wamid,
-                key,
-                Direction::Inbound,
-                payload,
-                event.received_at_ms,
-                (route.buffer, route.max_wait),
-            )
-            .await;
+        let appended = append_once(
+            &self.services,
+            self.config.claim_ttl,
+            MessageOrigin::Whatsapp,
+            &message.wamid,
+            key,
+            Direction::Inbound,
+            payload,
+            event.received_at_ms,
+            (route.buffer, route.max_wait),
+        )
+        .await;
         match appended {
             Appended::Now(due_at_ms) => {
                 crate::metrics::metrics().messages.add(
@@ -338,61 +339,6 @@ impl Ingest {
             }
             Appended::Before => Outcome::Done,
             Appended::Not(outcome) => outcome,
-        }
-    }
-
-    /// Appends `message_id` to its buffer once: the session records the
-    /// message as claimed and completed in the same transaction as the
-    /// append, so there is no state in between for a crash to strand, and
-    /// a redelivery finds it done.
-    #[allow(clippy::too_many_arguments)]
-    async fn append_once(
-        &self,
-        origin: MessageOrigin,
-        message_id: &str,
-        key: ConversationKey,
-        direction: Direction,
-        payload: Vec<u8>,
-        received_at_ms: i64,
-        (flush_delay, max_wait): (Duration, Duration),
-    ) -> Appended {
-        test_hooks::crash_point("ingest:parsed");
-        let appended = self
-            .services
-            .session
-            .append_pending(AppendPendingRequest {
-                key: Some(key),
-                direction: direction as i32,
-                message: Some(PendingMessage {
-                    message_id: message_id.to_owned(),
-                    received_at_ms,
-                    payload: payload.into(),
-                    appended_at_ms: 0,
-                }),
-                flush_delay_ms: u32::try_from(flush_delay.as_millis()).unwrap_or(u32::MAX),
-                max_wait_ms: u32::try_from(max_wait.as_millis()).unwrap_or(u32::MAX),
-                complete_claim: None,
-                once: Some(AppendOnce {
-                    origin: origin as i32,
-                    ttl_s: u32::try_from(self.config.claim_ttl.as_secs()).unwrap_or(u32::MAX),
-                }),
-            })
-            .await;
-        match appended {
-            Ok(state) if state.duplicate => Appended::Before,
-            Ok(state) => {
-                test_hooks::crash_point("ingest:appended");
-                Appended::Now(state.due_at_ms)
-            }
-            Err(error) if error.is(ErrorReason::LimitExceeded) => {
-                // The buffer is full: the flusher drains it, then this
-                // message fits.
-                Appended::Not(Outcome::retry(
-                    Duration::from_secs(1),
-                    "the conversation's buffer is full; waiting for it to flush",
-                ))
-            }
-            Err(error) => Appended::Not(Outcome::from_error(&error)),
         }
     }
 
@@ -508,22 +454,14 @@ impl Ingest {
         {
             Ok(Some(chat)) => chat,
             Ok(None) => {
-                // Not stored yet (the flow's greeting can beat the chat's
-                // creation; indexes lag): retry until the grace runs out.
-                let age = now_ms().saturating_sub(if item.absolute_time_ms > 0 {
-                    item.absolute_time_ms
-                } else {
-                    event.received_at_ms
-                });
-                let grace =
-                    i64::try_from(self.config.unknown_chat_grace.as_millis()).unwrap_or(i64::MAX);
-                return if age < grace {
+                let grace = self.config.unknown_chat_grace;
+                return if chat::may_be_stored_yet(&item, event.received_at_ms, grace) {
                     Outcome::retry(Duration::from_secs(1), "no chat stored for the contact yet")
                 } else {
                     Outcome::reject(format!(
                         "no Parley chat for contact {} after {} s",
                         item.contact_id,
-                        grace / 1000
+                        grace.as_secs()
                     ))
                 };
             }
@@ -533,38 +471,10 @@ impl Ingest {
             return Outcome::reject("the stored chat has no conversation key");
         };
         item.traceparent = trace::traceparent_of(&tracing::Span::current());
-        let payload = match serde_json::to_vec(&item) {
-            Ok(payload) => payload,
-            Err(error) => return Outcome::reject(format!("item {}: {error}", item.id)),
-        };
         tracing::info!(kind = ?item.kind, content_type = %item.content_type, "agent item");
-        let window = self.config.outbound_window;
-        match self
-            .append_once(
-                MessageOrigin::Connect,
-                &item.id,
-                key,
-                Direction::Outbound,
-                payload,
-                event.received_at_ms,
-                (window, window * 4),
-            )
+        self.agent_items
+            .append(key, &item, event.received_at_ms)
             .await
-        {
-            Appended::Now(due_at_ms) => {
-                crate::metrics::metrics().messages.add(
-                    1,
-                    &[
-                        crate::metrics::label("direction", "outbound"),
-                        crate::metrics::label("kind", item.kind.as_str()),
-                    ],
-                );
-                self.outbound_wakeups.at(due_at_ms);
-                Outcome::Done
-            }
-            Appended::Before => Outcome::Done,
-            Appended::Not(outcome) => outcome,
-        }
     }
 
     /// The agent is typing: WhatsApp's typing indicator (per route). It
@@ -594,6 +504,125 @@ impl Ingest {
             .await;
         }
         Outcome::Done
+    }
+}
+
+/// Appends `message_id` to its buffer once: the session records the
+/// message as claimed and completed in the same transaction as the append,
+/// so there is no state in between for a crash to strand, and a
+/// redelivery finds it done.
+#[allow(clippy::too_many_arguments)] // one call's fields, named at each use
+async fn append_once(
+    services: &Services,
+    claim_ttl: Duration,
+    origin: MessageOrigin,
+    message_id: &str,
+    key: ConversationKey,
+    direction: Direction,
+    payload: Vec<u8>,
+    received_at_ms: i64,
+    (flush_delay, max_wait): (Duration, Duration),
+) -> Appended {
+    test_hooks::crash_point("ingest:parsed");
+    let appended = services
+        .session
+        .append_pending(AppendPendingRequest {
+            key: Some(key),
+            direction: direction as i32,
+            message: Some(PendingMessage {
+                message_id: message_id.to_owned(),
+                received_at_ms,
+                payload: payload.into(),
+                appended_at_ms: 0,
+            }),
+            flush_delay_ms: u32::try_from(flush_delay.as_millis()).unwrap_or(u32::MAX),
+            max_wait_ms: u32::try_from(max_wait.as_millis()).unwrap_or(u32::MAX),
+            complete_claim: None,
+            once: Some(AppendOnce {
+                origin: origin as i32,
+                ttl_s: u32::try_from(claim_ttl.as_secs()).unwrap_or(u32::MAX),
+            }),
+        })
+        .await;
+    match appended {
+        Ok(state) if state.duplicate => Appended::Before,
+        Ok(state) => {
+            test_hooks::crash_point("ingest:appended");
+            Appended::Now(state.due_at_ms)
+        }
+        Err(error) if error.is(ErrorReason::LimitExceeded) => {
+            // The buffer is full: the flusher drains it, then this
+            // message fits.
+            Appended::Not(Outcome::retry(
+                Duration::from_secs(1),
+                "the conversation's buffer is full; waiting for it to flush",
+            ))
+        }
+        Err(error) => Appended::Not(Outcome::from_error(&error)),
+    }
+}
+
+/// Puts agent items in their conversation's outbound buffer, once per
+/// Connect item id, and wakes the outbound flusher. Streamed items (the
+/// outbound source) and the items a new chat's transcript held before
+/// streaming began take this one path, so an item seen both ways is sent
+/// to WhatsApp once.
+#[derive(Clone)]
+pub struct AgentItemBuffer {
+    services: Services,
+    config: Arc<GatewayConfig>,
+    wakeups: Wakeups,
+}
+
+impl AgentItemBuffer {
+    /// A buffer over the session service, waking `wakeups` when due.
+    pub fn new(services: Services, config: Arc<GatewayConfig>, wakeups: Wakeups) -> Self {
+        Self {
+            services,
+            config,
+            wakeups,
+        }
+    }
+
+    /// Appends `item` to `key`'s outbound buffer unless it was before.
+    pub async fn append(
+        &self,
+        key: ConversationKey,
+        item: &AgentItem,
+        received_at_ms: i64,
+    ) -> Outcome {
+        let payload = match serde_json::to_vec(item) {
+            Ok(payload) => payload,
+            Err(error) => return Outcome::reject(format!("item {}: {error}", item.id)),
+        };
+        let window = self.config.outbound_window;
+        match append_once(
+            &self.services,
+            self.config.claim_ttl,
+            MessageOrigin::Connect,
+            &item.id,
+            key,
+            Direction::Outbound,
+            payload,
+            received_at_ms,
+            (window, window * 4),
+        )
+        .await
+        {
+            Appended::Now(due_at_ms) => {
+                crate::metrics::metrics().messages.add(
+                    1,
+                    &[
+                        crate::metrics::label("direction", "outbound"),
+                        crate::metrics::label("kind", item.kind.as_str()),
+                    ],
+                );
+                self.wakeups.at(due_at_ms);
+                Outcome::Done
+            }
+            Appended::Before => Outcome::Done,
+            Appended::Not(outcome) => outcome,
+        }
     }
 }
 

@@ -55,7 +55,7 @@ use crate::{
     dead_letter::{DeadLetters, FileDeadLetters, NoDeadLetters, SqsDeadLetters},
     deliver::{to_agent::ToAgent, to_customer::ToCustomer},
     flush::{Flusher, Wakeups},
-    ingest::{Ingest, Stream},
+    ingest::{AgentItemBuffer, Ingest, Stream},
     routing::{LiveRouting, Routing},
     services::Services,
     source::{http::HttpSource, sqs::SqsSource},
@@ -109,12 +109,14 @@ pub async fn run(
     };
     let inbound_wakeups = Wakeups::default();
     let outbound_wakeups = Wakeups::default();
+    let agent_items =
+        AgentItemBuffer::new(services.clone(), config.clone(), outbound_wakeups.clone());
     let ingest = Arc::new(Ingest::new(
         services.clone(),
         live.clone(),
         config.clone(),
         inbound_wakeups.clone(),
-        outbound_wakeups.clone(),
+        agent_items.clone(),
     ));
 
     let stop = CancellationToken::new();
@@ -122,8 +124,12 @@ pub async fn run(
     let mut tasks = tokio::task::JoinSet::new();
     for (deliver, wakeups) in [
         (
-            Arc::new(ToAgent::new(services.clone(), live.clone(), config.clone()))
-                as Arc<dyn deliver::Deliver>,
+            Arc::new(ToAgent::new(
+                services.clone(),
+                live.clone(),
+                config.clone(),
+                agent_items,
+            )) as Arc<dyn deliver::Deliver>,
             inbound_wakeups,
         ),
         (

@@ -70,6 +70,40 @@ async fn received(stack: &Stack, phone: &str, count: usize) -> Vec<SentWhatsApp>
 }
 
 #[tokio::test]
+async fn a_greeting_posted_before_streaming_began_reaches_whatsapp_once() {
+    // Connect streams only what is posted after StartContactStreaming; a
+    // flow's greeting comes before it and would never arrive by streaming.
+    let greeting = "Welcome! Tell us how we can help.";
+    let stack = Stack::builder()
+        .bridge()
+        .sandbox_config(move |config| config.flow_greeting = Some(greeting.into()))
+        .start()
+        .await
+        .unwrap();
+    let phone = "14155550391";
+    let customer = stack.customer(phone, "Greeted");
+    customer.text("hi").await.unwrap();
+    let sent = received(&stack, phone, 1).await;
+    assert_eq!(whatsapp_text(&sent[0]), greeting);
+    // Later messages in the same chat do not bring it again.
+    customer.text("my order is late").await.unwrap();
+    eventually(WAIT, || {
+        let chats = stack.chats_of(phone);
+        (chats.len() == 1 && customer_texts(&chats[0]).len() == 2).then_some(())
+    })
+    .await
+    .expect("the second text reached the same chat");
+    assert!(stack.settled(phone, WAIT).await, "buffers drained");
+    let texts: Vec<String> = stack
+        .whatsapp_to(phone)
+        .iter()
+        .map(whatsapp_text)
+        .filter(|t| !t.is_empty())
+        .collect();
+    assert_eq!(texts, [greeting], "the greeting once, nothing else");
+}
+
+#[tokio::test]
 async fn text_markdown_and_a_quick_reply_reach_whatsapp_and_the_choice_comes_back() {
     let stack = Stack::builder().bridge().start().await.unwrap();
     let phone = "14155550301";

@@ -1207,6 +1207,10 @@ impl Stack {
                 "PARLEY_UNKNOWN_CHAT_GRACE_MS",
                 millis(config.unknown_chat_grace),
             )
+            .env(
+                "PARLEY_CHAT_CREATION_LEASE_MS",
+                millis(config.chat_creation_lease),
+            )
             .env("AWS_REGION", "us-east-1")
             .env("AWS_ACCESS_KEY_ID", "test")
             .env("AWS_SECRET_ACCESS_KEY", "test")

@@ -4,7 +4,7 @@
 //! when it expires, and closed when Connect says it ended — after which the
 //! next message opens a new chat.
 
-use std::collections::HashMap;
+use std::{collections::HashMap, time::Duration};
 
 use futures::future::BoxFuture;
 use parley_client::ClientError;
@@ -19,7 +19,12 @@ use parley_proto::{
 };
 
 use super::DeliveryError;
-use crate::{routing::Route, services::Services};
+use crate::{
+    ingest::{self, AgentItemBuffer},
+    model::AgentItem,
+    routing::Route,
+    services::Services,
+};
 
 /// Longest initial message Connect takes.
 const INITIAL_MESSAGE_CHARS: usize = 1_024;
@@ -47,6 +52,16 @@ pub struct Initial<'a> {
     pub link_ttl_s: u32,
 }
 
+/// What opening a chat takes besides the services.
+#[derive(Clone)]
+pub struct Opening {
+    /// Where the items Connect posted before streaming began go.
+    pub agent_items: AgentItemBuffer,
+    /// How long the creation lease is held (see
+    /// [`GatewayConfig::chat_creation_lease`](crate::config::GatewayConfig)).
+    pub lease: Duration,
+}
+
 /// A chat found or opened.
 #[derive(Debug, Clone)]
 pub struct Ensured {
@@ -67,6 +82,7 @@ pub fn initial_link_id(contact_id: &str) -> String {
 /// creation lease.
 pub async fn ensure(
     services: &Services,
+    opening: &Opening,
     customer: &Customer<'_>,
     route: &Route,
     initial: Option<Initial<'_>>,
@@ -79,7 +95,7 @@ pub async fn ensure(
             .ensure_chat(EnsureChatRequest {
                 key: Some(customer.key.clone()),
                 max_wait_ms: 10_000,
-                lease_ttl_ms: 30_000,
+                lease_ttl_ms: u32::try_from(opening.lease.as_millis()).unwrap_or(u32::MAX),
             })
             .await?;
         match answer.outcome {
@@ -90,8 +106,15 @@ pub async fn ensure(
                 });
             }
             Some(Outcome::Lease(lease)) => {
-                if let Some(ensured) =
-                    open(services, customer, route, initial.clone(), lease).await?
+                if let Some(ensured) = open(
+                    services,
+                    &opening.agent_items,
+                    customer,
+                    route,
+                    initial.clone(),
+                    lease,
+                )
+                .await?
                 {
                     return Ok(ensured);
                 }
@@ -107,6 +130,7 @@ pub async fn ensure(
 /// Opens the chat under `lease`; `None` when the lease was lost meanwhile.
 async fn open(
     services: &Services,
+    agent_items: &AgentItemBuffer,
     customer: &Customer<'_>,
     route: &Route,
     initial: Option<Initial<'_>>,
@@ -167,6 +191,52 @@ async fn open(
             return Err(error.into());
         }
     };
+    let initial_contact_id = if started.initial_contact_id.is_empty() {
+        started.contact_id.clone()
+    } else {
+        started.initial_contact_id.clone()
+    };
+    // Connect streams only what is posted after StartContactStreaming; a
+    // flow's greeting or a bot's first prompt can come before, and the
+    // relay read those from the transcript. They join the outbound buffer
+    // as streamed items do (once per Connect id, so one also streamed is
+    // sent once), before the chat is stored: a crash here repeats
+    // StartChat (same client token, same contact) and this step.
+    let received_at_ms = crate::flush::now_ms();
+    for earlier in &started.earlier_items {
+        let Some(item) = crate::parse::connect::transcript_item(
+            earlier,
+            &started.contact_id,
+            &initial_contact_id,
+        ) else {
+            continue;
+        };
+        match agent_items
+            .append(customer.key.clone(), &item, received_at_ms)
+            .await
+        {
+            ingest::Outcome::Done => {}
+            ingest::Outcome::Retry { reason, .. } => {
+                // Give the lease back so the retry need not wait it out;
+                // the token is kept, so the retry finds this contact.
+                let _ = services
+                    .session
+                    .abandon_chat_creation(AbandonChatCreationRequest {
+                        key: Some(customer.key.clone()),
+                        lease_id: lease.lease_id.clone(),
+                        forget_client_token: false,
+                    })
+                    .await;
+                return Err(DeliveryError::retry(reason));
+            }
+            ingest::Outcome::Reject { reason } => {
+                tracing::warn!(item = %item.id, %reason, "an earlier chat item cannot be buffered");
+            }
+        }
+    }
+    if !started.earlier_items.is_empty() {
+        crate::test_hooks::crash_point("deliver:earlier-buffered");
+    }
     if let Some(initial) = &initial {
         // Recorded before the chat is stored: a replica that finds the chat
         // stored also finds the initial text delivered.
@@ -191,11 +261,7 @@ async fn open(
     let chat = ActiveChat {
         key: Some(customer.key.clone()),
         contact_id: started.contact_id.clone(),
-        initial_contact_id: if started.initial_contact_id.is_empty() {
-            started.contact_id.clone()
-        } else {
-            started.initial_contact_id
-        },
+        initial_contact_id,
         participant_id: started.participant_id,
         participant_token: started.participant_token,
         connection_token: started.connection_token,
@@ -311,6 +377,21 @@ pub async fn end(
         })
         .await?;
     Ok(ended.ended)
+}
+
+/// Whether the chat of an agent item that has none stored may just not be
+/// stored yet — a flow's greeting can beat the chat's creation, and a
+/// creation cut short by a crash is finished by a takeover — rather than
+/// gone: while the item (by Connect's clock, else `received_at_ms`) is
+/// younger than `grace`.
+pub fn may_be_stored_yet(item: &AgentItem, received_at_ms: i64, grace: Duration) -> bool {
+    let stamped = if item.absolute_time_ms > 0 {
+        item.absolute_time_ms
+    } else {
+        received_at_ms
+    };
+    let age = crate::flush::now_ms().saturating_sub(stamped);
+    age < i64::try_from(grace.as_millis()).unwrap_or(i64::MAX)
 }
 
 /// The chat a Connect contact belongs to: by its contact id, else by the

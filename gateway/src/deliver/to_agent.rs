@@ -38,6 +38,7 @@ use super::{
 };
 use crate::{
     config::GatewayConfig,
+    ingest::AgentItemBuffer,
     keys,
     model::CustomerMessage,
     receipts,
@@ -58,14 +59,25 @@ pub struct ToAgent {
     services: Services,
     routing: LiveRouting,
     config: Arc<GatewayConfig>,
+    opening: chat::Opening,
 }
 
 impl ToAgent {
-    /// A deliverer over `services`.
-    pub fn new(services: Services, routing: LiveRouting, config: Arc<GatewayConfig>) -> Self {
+    /// A deliverer over `services`; a chat it opens hands what Connect
+    /// posted before streaming began to `agent_items`.
+    pub fn new(
+        services: Services,
+        routing: LiveRouting,
+        config: Arc<GatewayConfig>,
+        agent_items: AgentItemBuffer,
+    ) -> Self {
         Self {
             services,
             routing,
+            opening: chat::Opening {
+                agent_items,
+                lease: config.chat_creation_lease,
+            },
             config,
         }
     }
@@ -131,7 +143,8 @@ impl ToAgent {
             }),
             _ => None,
         };
-        let ensured = chat::ensure(&self.services, &customer, &route, initial).await?;
+        let ensured =
+            chat::ensure(&self.services, &self.opening, &customer, &route, initial).await?;
         if ensured.initial_sent {
             test_hooks::crash_point("deliver:chat-opened");
         }
@@ -157,7 +170,7 @@ impl ToAgent {
                     Err(ChatError::Ended) if reopens < REOPENS => {
                         reopens += 1;
                         chat::end(&self.services, &chat, self.config.ended_chat_grace).await?;
-                        chat = chat::ensure(&self.services, &customer, &route, None)
+                        chat = chat::ensure(&self.services, &self.opening, &customer, &route, None)
                             .await?
                             .chat;
                     }

@@ -119,6 +119,23 @@ impl ToCustomer {
                 chat::by_contact(&self.services, &item.contact_id, &item.initial_contact_id)
                     .await?
             else {
+                let received_at_ms = batch
+                    .messages
+                    .iter()
+                    .map(|m| m.received_at_ms)
+                    .min()
+                    .unwrap_or_default();
+                if chat::may_be_stored_yet(item, received_at_ms, self.config.unknown_chat_grace) {
+                    // A chat being opened: the items Connect posted before
+                    // streaming began are buffered before the chat is
+                    // stored, and a creation cut short by a crash is
+                    // finished once its lease runs out; try again then,
+                    // without spending the attempts on the wait.
+                    return Err(DeliveryError::Retry {
+                        reason: "the item's chat is not stored yet".into(),
+                        after: Some(self.config.chat_creation_lease),
+                    });
+                }
                 // Its chat is gone for good (ended beyond the grace period).
                 tracing::warn!(item = %item.id, "no chat for an agent message any more; dropped");
                 continue;

@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 
+use parley_proto::connect::TranscriptItem;
 use serde_json::Value;
 
 use crate::model::{AgentAttachment, AgentItem, ItemKind};
@@ -28,16 +29,12 @@ pub fn parse(item: &Value, attributes: &BTreeMap<String, String>) -> Result<Agen
     if id.is_empty() {
         return Err(ParseError::new("a chat item without an Id"));
     }
-    let kind = match str_at(item, "Type").as_str() {
-        "MESSAGE" => ItemKind::Message,
-        "EVENT" => ItemKind::Event,
-        "ATTACHMENT" => ItemKind::Attachment,
-        other => {
-            return Err(ParseError::new(format!(
-                "a chat item of unknown Type {other:?}"
-            )));
-        }
-    };
+    let kind = item_kind(&str_at(item, "Type")).ok_or_else(|| {
+        ParseError::new(format!(
+            "a chat item of unknown Type {:?}",
+            str_at(item, "Type")
+        ))
+    })?;
     let attribute = |name: &str| attributes.get(name).cloned().unwrap_or_default();
     let visibility = attribute("MessageVisibility");
     if visibility.is_empty() {
@@ -90,6 +87,57 @@ pub fn parse(item: &Value, attributes: &BTreeMap<String, String>) -> Result<Agen
     })
 }
 
+/// Connect's item `Type`.
+fn item_kind(name: &str) -> Option<ItemKind> {
+    match name {
+        "MESSAGE" => Some(ItemKind::Message),
+        "EVENT" => Some(ItemKind::Event),
+        "ATTACHMENT" => Some(ItemKind::Attachment),
+        _ => None,
+    }
+}
+
+/// An item a new chat's transcript held before streaming began (the relay
+/// read it as the customer's participant), as the streamed item would
+/// have been: `None` for what is not sent to WhatsApp (the customer's own
+/// messages, events other than the chat's end, unknown types).
+pub fn transcript_item(
+    item: &TranscriptItem,
+    contact_id: &str,
+    initial_contact_id: &str,
+) -> Option<AgentItem> {
+    let kind = item_kind(&item.r#type)?;
+    let parsed = AgentItem {
+        id: item.id.clone(),
+        kind,
+        content_type: item.content_type.clone(),
+        content: item.content.clone(),
+        participant_role: item.participant_role.clone(),
+        // The customer's own transcript holds only what the customer may
+        // see.
+        visibility: "ALL".into(),
+        contact_id: contact_id.to_owned(),
+        initial_contact_id: initial_contact_id.to_owned(),
+        absolute_time_ms: item.absolute_time_ms,
+        display_name: item.display_name.clone(),
+        attachments: item
+            .attachments
+            .iter()
+            .map(|a| AgentAttachment {
+                id: a.attachment_id.clone(),
+                name: a.name.clone(),
+                content_type: a.content_type.clone(),
+                status: a.status.clone(),
+            })
+            .collect(),
+        traceparent: String::new(),
+    };
+    let wanted = !item.id.is_empty()
+        && parsed.for_customer()
+        && (kind != ItemKind::Event || parsed.event() == Some("chat.ended"));
+    wanted.then_some(parsed)
+}
+
 /// An ISO 8601 time as epoch ms (0 when absent or malformed).
 pub fn parse_time(text: &str) -> i64 {
     time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
@@ -120,5 +168,47 @@ mod tests {
         assert!(parsed.for_customer());
         let refused = parse(&item, &BTreeMap::new()).unwrap_err();
         assert!(refused.reason.contains("MessageVisibility"));
+    }
+
+    fn transcript(r#type: &str, role: &str, content_type: &str) -> TranscriptItem {
+        TranscriptItem {
+            id: "t1".into(),
+            r#type: r#type.into(),
+            content_type: content_type.into(),
+            content: "Welcome!".into(),
+            participant_role: role.into(),
+            display_name: "SYSTEM_MESSAGE".into(),
+            absolute_time_ms: 1_700_000_000_000,
+            attachments: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_transcript_item_becomes_the_item_streaming_would_have_carried() {
+        let greeting = transcript_item(&transcript("MESSAGE", "SYSTEM", "text/plain"), "c2", "c1")
+            .expect("a flow's greeting is sent");
+        assert_eq!(greeting.kind, ItemKind::Message);
+        assert_eq!(
+            (
+                greeting.contact_id.as_str(),
+                greeting.initial_contact_id.as_str()
+            ),
+            ("c2", "c1")
+        );
+        assert_eq!(greeting.content, "Welcome!");
+        assert!(greeting.for_customer());
+        let ended = "application/vnd.amazonaws.connect.event.chat.ended";
+        assert!(transcript_item(&transcript("EVENT", "SYSTEM", ended), "c", "c").is_some());
+        for skipped in [
+            transcript("MESSAGE", "CUSTOMER", "text/plain"),
+            transcript(
+                "EVENT",
+                "SYSTEM",
+                "application/vnd.amazonaws.connect.event.participant.joined",
+            ),
+            transcript("CONNECTION_ACK", "SYSTEM", ""),
+        ] {
+            assert!(transcript_item(&skipped, "c", "c").is_none(), "{skipped:?}");
+        }
     }
 }

@@ -382,10 +382,8 @@ async fn closed_loop_customer(shared: Arc<Shared>, conv: usize, until: Instant) 
             let (Some(seq), Some(contact)) = (seq, contact) else {
                 return;
             };
-            // An agent takes a moment. Connect streams only what is written
-            // after the relay's StartContactStreaming, so a reply within
-            // milliseconds of the chat's creation is never streamed (see
-            // the README's known limits).
+            // An agent takes a moment (`--agent-think-ms`): a human reply
+            // does not follow a chat's creation within milliseconds.
             tokio::time::sleep(Duration::from_millis(shared.options.agent_think_ms)).await;
             shared.ledger().replied(conv, seq, now_us());
             let text = ledger::reply_line(shared.messages.run(), conv, seq);

@@ -132,6 +132,29 @@ impl ConnectRelay for RelayService {
             participant_token: started.participant_token,
             connection_token: started.connection_token,
             connection_expires_at_ms: started.connection_expires_at_ms,
+            earlier_items: started
+                .earlier_items
+                .into_iter()
+                .map(|item| pb::TranscriptItem {
+                    id: item.id,
+                    r#type: item.kind,
+                    content_type: item.content_type,
+                    content: item.content,
+                    participant_role: item.participant_role,
+                    display_name: item.display_name,
+                    absolute_time_ms: item.absolute_time_ms,
+                    attachments: item
+                        .attachments
+                        .into_iter()
+                        .map(|a| pb::TranscriptAttachment {
+                            attachment_id: a.id,
+                            name: a.name,
+                            content_type: a.content_type,
+                            status: a.status,
+                        })
+                        .collect(),
+                })
+                .collect(),
         }))
     }
 

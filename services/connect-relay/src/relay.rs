@@ -10,7 +10,7 @@ use aws_sdk_connect::types::{
 };
 use aws_sdk_connectparticipant::{
     primitives::{DateTime, DateTimeFormat},
-    types::ConnectionType,
+    types::{ConnectionType, ParticipantRole, SortKey},
 };
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
@@ -183,6 +183,44 @@ pub struct StartedChat {
     pub connection_token: String,
     /// Its expiry, epoch ms.
     pub connection_expires_at_ms: i64,
+    /// What the customer can see that Connect posted before streaming
+    /// began, oldest first, without the customer's own messages (see
+    /// [`Relay::earlier_items`]).
+    pub earlier_items: Vec<TranscriptItem>,
+}
+
+/// One item of a chat's transcript, as the customer's participant reads it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TranscriptItem {
+    /// Connect's item id (a streamed item's `Id` too).
+    pub id: String,
+    /// `MESSAGE`, `ATTACHMENT` or `EVENT`.
+    pub kind: String,
+    /// MIME type of the content.
+    pub content_type: String,
+    /// Text, or an event's JSON.
+    pub content: String,
+    /// `AGENT`, `SYSTEM`, `CUSTOM_BOT`, …
+    pub participant_role: String,
+    /// Who posted it, as shown.
+    pub display_name: String,
+    /// When Connect stamped it, epoch ms.
+    pub absolute_time_ms: i64,
+    /// Its attachments.
+    pub attachments: Vec<TranscriptAttachment>,
+}
+
+/// An attachment on a transcript item.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TranscriptAttachment {
+    /// Connect's attachment id.
+    pub id: String,
+    /// File name.
+    pub name: String,
+    /// MIME type.
+    pub content_type: String,
+    /// `APPROVED`, `REJECTED` or `IN_PROGRESS`.
+    pub status: String,
 }
 
 /// An attachment being fetched: its facts and a byte stream.
@@ -253,7 +291,41 @@ pub fn check_attachment(file_name: &str, size: u64) -> Result<()> {
     Ok(())
 }
 
-fn expiry_ms(expiry: Option<&str>) -> i64 {
+/// A transcript item from the SDK's.
+fn transcript_item(item: &aws_sdk_connectparticipant::types::Item) -> TranscriptItem {
+    TranscriptItem {
+        id: item.id().unwrap_or_default().to_owned(),
+        kind: item
+            .r#type()
+            .map(|t| t.as_str().to_owned())
+            .unwrap_or_default(),
+        content_type: item.content_type().unwrap_or_default().to_owned(),
+        content: item.content().unwrap_or_default().to_owned(),
+        participant_role: item
+            .participant_role()
+            .map(|r| r.as_str().to_owned())
+            .unwrap_or_default(),
+        display_name: item.display_name().unwrap_or_default().to_owned(),
+        absolute_time_ms: epoch_ms(item.absolute_time()),
+        attachments: item
+            .attachments()
+            .iter()
+            .map(|a| TranscriptAttachment {
+                id: a.attachment_id().unwrap_or_default().to_owned(),
+                name: a.attachment_name().unwrap_or_default().to_owned(),
+                content_type: a.content_type().unwrap_or_default().to_owned(),
+                status: a
+                    .status()
+                    .map(|s| s.as_str().to_owned())
+                    .unwrap_or_default(),
+            })
+            .collect(),
+    }
+}
+
+/// An ISO 8601 time (an expiry, an item's stamp) as epoch ms; 0 when
+/// absent or malformed.
+fn epoch_ms(expiry: Option<&str>) -> i64 {
     expiry
         .and_then(|e| DateTime::from_str(e, DateTimeFormat::DateTime).ok())
         .and_then(|d| d.to_millis().ok())
@@ -443,12 +515,30 @@ impl Relay {
                 return Err(error);
             }
         };
+        // Connect streams only what is posted after StartContactStreaming:
+        // read what came before (a flow's greeting, a bot's prompt) so the
+        // caller can send it as if streamed. A retryable failure is
+        // returned (the retry with the same client token gets here again);
+        // any other must not cost the customer the chat.
+        let earlier_items = if self.config.streaming_topic_arn.is_empty() {
+            Vec::new()
+        } else {
+            match self.earlier_items(&connection_token, &contact_id).await {
+                Ok(items) => items,
+                Err(error) if error.retryable() => return Err(error),
+                Err(error) => {
+                    tracing::error!(%error, "the chat's earlier items cannot be read; a greeting posted before streaming began will not reach WhatsApp");
+                    Vec::new()
+                }
+            }
+        };
         let chat = StartedChat {
             contact_id,
             participant_id,
             participant_token,
             connection_token,
             connection_expires_at_ms,
+            earlier_items,
         };
         let rest: String = parts.collect();
         if !rest.is_empty() {
@@ -491,6 +581,58 @@ impl Relay {
         self.refresh_connection(participant_token).await
     }
 
+    /// The items of `contact_id` the customer can see, oldest first, the
+    /// customer's own left out: GetTranscript as the customer's
+    /// participant, a few pages at most (a chat that just opened has a
+    /// handful). Items of earlier contacts (a persistent chat's history)
+    /// are left out too.
+    pub async fn earlier_items(
+        &self,
+        connection_token: &str,
+        contact_id: &str,
+    ) -> Result<Vec<TranscriptItem>> {
+        const PAGES: usize = 4;
+        let mut items = Vec::new();
+        let mut next_token: Option<String> = None;
+        for _ in 0..PAGES {
+            let page = self
+                .participant
+                .get_transcript()
+                .connection_token(connection_token)
+                .max_results(100)
+                .sort_order(SortKey::Ascending)
+                .set_next_token(next_token.take())
+                .send()
+                .await
+                .map_err(|e| RelayError::from_sdk("GetTranscript", e))?;
+            items.extend(
+                page.transcript()
+                    .iter()
+                    .filter(|item| {
+                        item.participant_role() != Some(&ParticipantRole::Customer)
+                            && item
+                                .contact_id()
+                                .is_none_or(|c| c.is_empty() || c == contact_id)
+                    })
+                    .map(transcript_item),
+            );
+            next_token = page
+                .next_token()
+                .filter(|t| !t.is_empty())
+                .map(str::to_owned);
+            if next_token.is_none() {
+                break;
+            }
+        }
+        items.sort_by(|a, b| {
+            a.absolute_time_ms
+                .cmp(&b.absolute_time_ms)
+                .then_with(|| a.id.cmp(&b.id))
+        });
+        items.dedup_by(|a, b| a.id == b.id);
+        Ok(items)
+    }
+
     /// CreateParticipantConnection with the participant token: a fresh
     /// connection token and its expiry (epoch ms).
     pub async fn refresh_connection(&self, participant_token: &str) -> Result<(String, i64)> {
@@ -511,7 +653,7 @@ impl Relay {
                 .connection_token()
                 .unwrap_or_default()
                 .to_owned(),
-            expiry_ms(credentials.expiry()),
+            epoch_ms(credentials.expiry()),
         ))
     }
 
@@ -779,7 +921,7 @@ mod tests {
 
     #[test]
     fn expiry_parses_iso8601() {
-        assert_eq!(expiry_ms(Some("2025-11-11T02:24:27Z")), 1_762_827_867_000);
-        assert_eq!(expiry_ms(Some("nonsense")), 0);
+        assert_eq!(epoch_ms(Some("2025-11-11T02:24:27Z")), 1_762_827_867_000);
+        assert_eq!(epoch_ms(Some("nonsense")), 0);
     }
 }

@@ -78,6 +78,51 @@ fn customer_messages(stack: &Stack, contact_id: &str) -> Vec<String> {
 }
 
 #[tokio::test]
+async fn what_the_flow_posted_before_streaming_began_comes_back_with_the_chat() {
+    let greeting = "Welcome to Example Co. A bot will help you.";
+    let mut stack = Stack::builder()
+        .with(Component::ConnectRelay)
+        .sandbox_config(move |config| config.flow_greeting = Some(greeting.into()))
+        .start()
+        .await
+        .expect("the stack starts");
+    stack.set_call_policy(CallPolicy::default().once());
+    let chat = start(&stack, "Hola", "wamid.greeted").await;
+    let contact = stack.sandbox.sandbox.contact(&chat.contact_id).unwrap();
+    let posted = contact
+        .transcript
+        .iter()
+        .find(|item| item.role == "SYSTEM")
+        .expect("the flow greeted");
+    assert_eq!(chat.earlier_items.len(), 1, "{:?}", chat.earlier_items);
+    let item = &chat.earlier_items[0];
+    assert_eq!(
+        (
+            item.id.as_str(),
+            item.r#type.as_str(),
+            item.participant_role.as_str()
+        ),
+        (posted.id.as_str(), "MESSAGE", "SYSTEM"),
+        "the streamed item's id, so the gateway can tell them apart"
+    );
+    assert_eq!(item.content, greeting);
+    assert_eq!(item.absolute_time_ms, posted.at_ms);
+    // A retry with the same token (a crash before the chat was stored)
+    // finds the same contact and the same items.
+    let again = start(&stack, "Hola", "wamid.greeted").await;
+    assert_eq!(again.contact_id, chat.contact_id);
+    assert_eq!(again.earlier_items, chat.earlier_items);
+    // Without a greeting only the customer's own message is there: none.
+    let plain = stack_with(|_| {}).await;
+    assert!(
+        start(&plain, "Hola", "wamid.plain")
+            .await
+            .earlier_items
+            .is_empty()
+    );
+}
+
+#[tokio::test]
 async fn start_chat_runs_the_documented_sequence() {
     let stack = stack().await;
     let chat = start(&stack, "Hola, necesito ayuda", "wamid.1").await;
@@ -86,7 +131,8 @@ async fn start_chat_runs_the_documented_sequence() {
         [
             "StartChatContact",
             "StartContactStreaming",
-            "CreateParticipantConnection"
+            "CreateParticipantConnection",
+            "GetTranscript"
         ]
     );
     let contact = stack.sandbox.sandbox.contact(&chat.contact_id).unwrap();

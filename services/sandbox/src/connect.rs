@@ -137,6 +137,16 @@ async fn start_chat_contact(
             at_ms: now_ms(),
         });
     }
+    if let Some(greeting) = &sandbox.config.flow_greeting {
+        contact.transcript.push(crate::state::ChatItem {
+            id: new_id(),
+            kind: "MESSAGE".into(),
+            role: "SYSTEM".into(),
+            content_type: "text/plain".into(),
+            content: greeting.clone(),
+            at_ms: now_ms(),
+        });
+    }
     let participant_token = sandbox.add_contact(contact);
     if let Some(text) = initial_text {
         sandbox.observe(

@@ -49,6 +49,10 @@ pub struct SandboxConfig {
     /// off for long load tests, where only sizes and the observation log
     /// are needed and the bytes would grow without bound.
     pub retain_payloads: bool,
+    /// A message the contact flow posts (as `SYSTEM`) the moment a chat
+    /// starts — before anyone can have started streaming, so only the
+    /// transcript has it, as with a real flow's greeting or bot prompt.
+    pub flow_greeting: Option<String>,
 }
 
 impl Default for SandboxConfig {
@@ -65,6 +69,7 @@ impl Default for SandboxConfig {
             ),
             known_instances: Vec::new(),
             retain_payloads: true,
+            flow_greeting: None,
         }
     }
 }
