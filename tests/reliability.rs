@@ -362,8 +362,16 @@ async fn two_replicas_on_one_queue_with_one_killed_lose_and_double_nothing() {
         }
     }
     for (n, phone) in phones.iter().enumerate() {
-        let lines = lines_at_agent(&stack, phone, expected[n].len()).await;
-        assert_eq!(lines, expected[n], "customer {n}: each once, in order");
+        let mut lines = lines_at_agent(&stack, phone, expected[n].len()).await;
+        // Each once. Not necessarily in order: a receive the killed
+        // replica had in flight still hides its message for the queue's
+        // visibility timeout (SQS, like moto, answers a long poll whose
+        // caller is gone), and the survivor delivers later messages
+        // meanwhile (README, known limits).
+        lines.sort();
+        let mut sent = expected[n].clone();
+        sent.sort();
+        assert_eq!(lines, sent, "customer {n}: each once");
         assert_eq!(stack.chats_of(phone).len(), 1, "customer {n}: one chat");
     }
 }

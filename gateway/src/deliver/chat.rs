@@ -179,15 +179,7 @@ async fn open(
         Err(error) => {
             // A failure the relay could not resume from made it stop the
             // contact it opened: the token must not be reused then.
-            let forget = !error.is_retryable();
-            let _ = services
-                .session
-                .abandon_chat_creation(AbandonChatCreationRequest {
-                    key: Some(customer.key.clone()),
-                    lease_id: lease.lease_id.clone(),
-                    forget_client_token: forget,
-                })
-                .await;
+            give_back(services, customer, &lease, !error.is_retryable()).await;
             return Err(error.into());
         }
     };
@@ -217,16 +209,8 @@ async fn open(
         {
             ingest::Outcome::Done => {}
             ingest::Outcome::Retry { reason, .. } => {
-                // Give the lease back so the retry need not wait it out;
-                // the token is kept, so the retry finds this contact.
-                let _ = services
-                    .session
-                    .abandon_chat_creation(AbandonChatCreationRequest {
-                        key: Some(customer.key.clone()),
-                        lease_id: lease.lease_id.clone(),
-                        forget_client_token: false,
-                    })
-                    .await;
+                // The token is kept, so the retry finds this contact.
+                give_back(services, customer, &lease, false).await;
                 return Err(DeliveryError::retry(reason));
             }
             ingest::Outcome::Reject { reason } => {
@@ -287,6 +271,25 @@ async fn open(
         Err(error) if error.is(ErrorReason::LeaseLost) => Ok(None),
         Err(error) => Err(error.into()),
     }
+}
+
+/// Gives the creation lease back after a failed creation, so a retry need
+/// not wait it out; `forget_token` when the contact was stopped (the token
+/// would find it again). Best effort: an unreturned lease just expires.
+async fn give_back(
+    services: &Services,
+    customer: &Customer<'_>,
+    lease: &CreationLease,
+    forget_token: bool,
+) {
+    let _ = services
+        .session
+        .abandon_chat_creation(AbandonChatCreationRequest {
+            key: Some(customer.key.clone()),
+            lease_id: lease.lease_id.clone(),
+            forget_client_token: forget_token,
+        })
+        .await;
 }
 
 /// Why a call on a chat failed.
