@@ -220,7 +220,11 @@ async fn a_greeting_from_before_streaming_survives_a_gateway_killed_as_the_chat_
     let stack = stack_with(|builder| {
         builder
             .sandbox_config(move |config| config.flow_greeting = Some(greeting.into()))
-            .gateway_config(|config| config.chat_creation_lease = Duration::from_secs(3))
+            .gateway_config(|config| {
+                config.chat_creation_lease = Duration::from_secs(3);
+                // Room for the takeover's wait (lease, then the batch's).
+                config.flush.max_attempts = 10;
+            })
     })
     .await;
     for (index, point) in ["deliver:earlier-buffered", "deliver:chat-opened"]

@@ -455,7 +455,12 @@ impl Ingest {
             Ok(Some(chat)) => chat,
             Ok(None) => {
                 let grace = self.config.unknown_chat_grace;
-                return if chat::may_be_stored_yet(&item, event.received_at_ms, grace) {
+                let posted_at_ms = if item.absolute_time_ms > 0 {
+                    item.absolute_time_ms
+                } else {
+                    event.received_at_ms
+                };
+                return if chat::may_be_stored_yet(posted_at_ms, grace) {
                     Outcome::retry(Duration::from_secs(1), "no chat stored for the contact yet")
                 } else {
                     Outcome::reject(format!(

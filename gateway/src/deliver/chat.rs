@@ -21,7 +21,6 @@ use parley_proto::{
 use super::DeliveryError;
 use crate::{
     ingest::{self, AgentItemBuffer},
-    model::AgentItem,
     routing::Route,
     services::Services,
 };
@@ -385,15 +384,10 @@ pub async fn end(
 /// Whether the chat of an agent item that has none stored may just not be
 /// stored yet — a flow's greeting can beat the chat's creation, and a
 /// creation cut short by a crash is finished by a takeover — rather than
-/// gone: while the item (by Connect's clock, else `received_at_ms`) is
-/// younger than `grace`.
-pub fn may_be_stored_yet(item: &AgentItem, received_at_ms: i64, grace: Duration) -> bool {
-    let stamped = if item.absolute_time_ms > 0 {
-        item.absolute_time_ms
-    } else {
-        received_at_ms
-    };
-    let age = crate::flush::now_ms().saturating_sub(stamped);
+/// gone: while less than `grace` has passed `since_ms` (when the item was
+/// posted or buffered, whichever the caller knows to be its start).
+pub fn may_be_stored_yet(since_ms: i64, grace: Duration) -> bool {
+    let age = crate::flush::now_ms().saturating_sub(since_ms);
     age < i64::try_from(grace.as_millis()).unwrap_or(i64::MAX)
 }
 

@@ -36,6 +36,9 @@ use crate::{
     test_hooks,
 };
 
+/// The least wait before retrying an item whose chat is not stored yet.
+const NOT_STORED_RETRY: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Connect's content type of interactive messages.
 pub const INTERACTIVE: &str = "application/vnd.amazonaws.connect.message.interactive";
 
@@ -119,21 +122,23 @@ impl ToCustomer {
                 chat::by_contact(&self.services, &item.contact_id, &item.initial_contact_id)
                     .await?
             else {
-                let received_at_ms = batch
+                // Measured from when the item was buffered: a chat's
+                // earlier items are buffered as it opens, however old.
+                let buffered_at_ms = batch
                     .messages
                     .iter()
                     .map(|m| m.received_at_ms)
                     .min()
                     .unwrap_or_default();
-                if chat::may_be_stored_yet(item, received_at_ms, self.config.unknown_chat_grace) {
+                if chat::may_be_stored_yet(buffered_at_ms, self.config.unknown_chat_grace) {
                     // A chat being opened: the items Connect posted before
-                    // streaming began are buffered before the chat is
+                    // streaming began are buffered just before the chat is
                     // stored, and a creation cut short by a crash is
-                    // finished once its lease runs out; try again then,
-                    // without spending the attempts on the wait.
+                    // finished once its lease runs out. Soon, then with the
+                    // growing backoff, which outlasts the lease.
                     return Err(DeliveryError::Retry {
                         reason: "the item's chat is not stored yet".into(),
-                        after: Some(self.config.chat_creation_lease),
+                        after: Some(NOT_STORED_RETRY),
                     });
                 }
                 // Its chat is gone for good (ended beyond the grace period).

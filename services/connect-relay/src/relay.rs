@@ -517,15 +517,14 @@ impl Relay {
         };
         // Connect streams only what is posted after StartContactStreaming:
         // read what came before (a flow's greeting, a bot's prompt) so the
-        // caller can send it as if streamed. A retryable failure is
-        // returned (the retry with the same client token gets here again);
-        // any other must not cost the customer the chat.
+        // caller can send it as if streamed. A failure (the SDK has
+        // retried throttling already) must not cost the customer the chat,
+        // nor make every retry of a burst of new chats repeat four calls.
         let earlier_items = if self.config.streaming_topic_arn.is_empty() {
             Vec::new()
         } else {
             match self.earlier_items(&connection_token, &contact_id).await {
                 Ok(items) => items,
-                Err(error) if error.retryable() => return Err(error),
                 Err(error) => {
                     tracing::error!(%error, "the chat's earlier items cannot be read; a greeting posted before streaming began will not reach WhatsApp");
                     Vec::new()
